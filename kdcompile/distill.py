@@ -1,0 +1,167 @@
+"""Stage 1, distill: build a student from the teacher and train it on the teacher's outputs.
+
+Writes run.json (how to reload the teacher), student.pt2 and distill.json to the run folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdcompile.data import Dataset, load_dataset
+from kdcompile.errors import KdError
+from kdcompile.load import LoadedModel, check_input_shape, import_factory, load_model
+from kdcompile.losses import LOSSES
+from kdcompile.progress import console
+from kdcompile.rundir import RunDir
+from kdcompile.student import flops_and_params, prune_width
+from kdcompile.train import accuracy, agreement, fit, predict
+
+
+@dataclass
+class TeacherSpec:
+    """Where the teacher is and how to load it; saved in run.json so that later stages reload it the same way."""
+
+    path: str
+    arch: str | None = None  # package.module:factory, for a state_dict
+    trust_pickle: bool = False  # allow a fully pickled nn.Module (runs code from the file)
+    input_shape: tuple[int, ...] | None = None  # one batch-1 input, e.g. (1, 1, 28, 28)
+
+    def load(self) -> LoadedModel:
+        return load_model(self.path, self.arch, self.trust_pickle)
+
+
+@dataclass
+class DistillConfig:
+    """Student construction and KD training."""
+
+    data: str | None = None  # built-in dataset name or .npy/.pt file; default: the one the teacher file names
+    flops_ratio: float = 0.25  # the pruned student has at most this fraction of the teacher's FLOPs
+    student: str | None = None  # package.module:factory for your own student instead of a pruned teacher
+    loss: str = "hinton"
+    temperature: float = 4.0
+    alpha: float = 0.9  # weight of the KD term; (1 - alpha) goes to cross-entropy on labels, when there are labels
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 3e-3
+    seed: int = 0
+    threads: int = 2
+
+
+def file_sha256(path: str | Path) -> str | None:
+    path = Path(path)
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve_input_shape(teacher: LoadedModel, spec: TeacherSpec, ds: Dataset | None) -> tuple[int, ...]:
+    shape = spec.input_shape or teacher.input_shape or ((1, *ds.sample_shape) if ds is not None else None)
+    if shape is None:
+        raise KdError("The input shape is unknown: pass --input-shape, e.g. --input-shape 1,3,224,224.")
+    if shape[0] != 1:
+        raise KdError(f"--input-shape describes one batch-1 input; got batch {shape[0]}.")
+    return tuple(shape)
+
+
+def build_student(teacher: LoadedModel, example: torch.Tensor, cfg: DistillConfig) -> nn.Module:
+    if cfg.student:
+        return import_factory(cfg.student)().eval()
+    if not teacher.is_eager:
+        raise KdError(f"A {teacher.kind.replace('_', ' ')} teacher is a compiled graph that cannot be pruned; "
+                      "pass --student package.module:factory to distil into your own architecture.")
+    return prune_width(teacher.module, example, cfg.flops_ratio)
+
+
+def distill(spec: TeacherSpec, run_dir: Path, cfg: DistillConfig = DistillConfig(), force: bool = False) -> dict:
+    """Build the student, distil it, and save it with its metrics. Returns distill.json's content.
+
+    A run folder that already holds a student distilled from the same teacher with the same config is reused
+    (so that rerunning distill-and-tune resumes at tuning) unless `force`.
+    """
+    run = RunDir(run_dir)
+    if not force and run.student.exists() and (run.root / "distill.json").exists():
+        done = run.read_json("distill.json")
+        if done.get("config") == asdict(cfg) and done.get("teacher_sha256") == file_sha256(spec.path):
+            console.print(f"reusing the student in {run.root} (same teacher and config; --force to redo)")
+            return done
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    if cfg.loss not in LOSSES:
+        raise KdError(f"Unknown loss '{cfg.loss}': choose one of {', '.join(LOSSES)}.")
+    teacher = spec.load()
+    ds = load_dataset(cfg.data or teacher.meta.get("dataset") or "mnist5k")
+    shape = resolve_input_shape(teacher, spec, ds)
+    if tuple(shape[1:]) != ds.sample_shape:
+        raise KdError(f"The dataset '{ds.name}' has inputs of shape {list(ds.sample_shape)}, "
+                      f"but the model's input shape is {list(shape)}.")
+    example = torch.zeros(shape)
+    check_input_shape(teacher, shape)
+    student = build_student(teacher, example, cfg)
+    check_input_shape(LoadedModel(student, "pickle"), shape)
+
+    t_train, t_test = predict(teacher.module, ds.x_train), predict(teacher.module, ds.x_test)
+    kd = LOSSES[cfg.loss]
+    has_labels = ds.y_train is not None
+
+    # Teacher logits for each training input are recomputed per batch: augmentation changes the inputs.
+    def loss_fn(z_s: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor | None) -> torch.Tensor:
+        with torch.no_grad():
+            z_t = teacher.module(xb)
+        loss = kd(z_s, z_t, temperature=cfg.temperature)
+        if has_labels and cfg.alpha < 1:
+            loss = cfg.alpha * loss + (1 - cfg.alpha) * F.cross_entropy(z_s, yb)
+        return loss
+
+    def status(epoch: int) -> str:
+        s_test = predict(student, ds.x_test)
+        acc = f"acc {accuracy(s_test, ds.y_test):.4f} " if has_labels else ""
+        return f"{acc}agree {agreement(s_test, t_test):.4f}"
+
+    fit(student, ds.x_train, ds.y_train, loss_fn, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+        seed=cfg.seed, description=f"distill ({cfg.loss})", augment_pixels=2.0 if len(shape) == 4 else 0.0,
+        on_epoch=status)
+
+    s_test = predict(student, ds.x_test)
+    t_flops, t_params = flops_and_params(teacher.module, example) if teacher.is_eager else (None, None)
+    s_flops, s_params = flops_and_params(student, example)
+    result = {
+        "dataset": ds.name,
+        "teacher": {"accuracy": accuracy(t_test, ds.y_test) if has_labels else None, "flops": t_flops,
+                    "parameters": t_params, "kind": teacher.kind},
+        "student": {"accuracy": accuracy(s_test, ds.y_test) if has_labels else None, "flops": s_flops,
+                    "parameters": s_params, "agreement": agreement(s_test, t_test),
+                    "built_by": cfg.student or f"width pruning to <= {cfg.flops_ratio} of the teacher's FLOPs"},
+        "config": asdict(cfg),
+        "teacher_sha256": file_sha256(spec.path),
+    }
+    run.root.mkdir(parents=True, exist_ok=True)
+    teacher_spec = asdict(spec) | {"path": str(Path(spec.path).resolve()), "input_shape": list(shape)}
+    run.write_json("run.json", {"teacher": teacher_spec, "dataset": ds.name})
+    save_student(student, example, run.student)
+    run.write_json("distill.json", result)
+    s, t = result["student"], result["teacher"]
+    console.print(f"student: {s_params / 1e6:.3f} M parameters, {s_flops / 1e6:.1f} MFLOPs"
+                  + (f" ({t_flops / s_flops:.1f}x fewer)" if t_flops else "")
+                  + (f", held-out accuracy {s['accuracy']:.4f} (teacher {t['accuracy']:.4f})" if has_labels else "")
+                  + f", agreement {s['agreement']:.4f}")
+    return result
+
+
+def save_student(student: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """torch.export with a dynamic batch: loads without pickle, runs at any batch, and exports to ONNX."""
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    ep = torch.export.export(student.eval(), (example.expand(2, *example.shape[1:]).contiguous(),),
+                             dynamic_shapes=({0: batch},))
+    tmp = path.with_suffix(".tmp.pt2")
+    torch.export.save(ep, str(tmp))
+    tmp.replace(path)

@@ -1,0 +1,20 @@
+"""One look for every progress bar: what is being done, how far, how fast, how long left."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+# Progress and tables go to stderr so that stdout stays clean for whatever a command prints as its result.
+console = Console(stderr=True)
+
+
+def progress() -> Progress:
+    """A rich Progress for long work; it draws nothing when stderr is not a terminal or KDCOMPILE_QUIET is set."""
+    quiet = bool(os.environ.get("KDCOMPILE_QUIET")) or not sys.stderr.isatty()
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                    console=console, disable=quiet)

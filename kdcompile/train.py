@@ -1,0 +1,76 @@
+"""The training loop shared by the example teacher and distillation, and the evaluation both report.
+
+Glossary: b batch, c classes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdcompile.progress import progress
+
+# loss_fn(student_logits (b, c), inputs (b, ...), labels (b,) or None) -> scalar
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def random_shift(x: torch.Tensor, max_pixels: float, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by up to `max_pixels` in x and y (bilinear, zero fill): cheap augmentation for small data."""
+    b, _, h, w = x.shape
+    shift = (torch.rand(b, 2, generator=generator) * 2 - 1) * max_pixels
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = 1
+    theta[:, 1, 1] = 1
+    theta[:, 0, 2] = shift[:, 0] * 2 / w
+    theta[:, 1, 2] = shift[:, 1] * 2 / h
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, loss_fn: LossFn, *, epochs: int, batch_size: int,
+        lr: float, seed: int, description: str, augment_pixels: float = 0.0,
+        on_epoch: Callable[[int], str] | None = None) -> None:
+    """AdamW with a cosine schedule; `on_epoch(epoch)` may return a short status shown beside the bar."""
+    gen = torch.Generator().manual_seed(seed)
+    steps_per_epoch = math.ceil(len(x) / batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15)
+    with progress() as bar:
+        task = bar.add_task(description, total=epochs * steps_per_epoch, info="")
+        for epoch in range(epochs):
+            model.train()
+            perm = torch.randperm(len(x), generator=gen)
+            for i in range(steps_per_epoch):
+                idx = perm[i * batch_size:(i + 1) * batch_size]
+                xb = x[idx]
+                if augment_pixels and xb.ndim == 4:
+                    xb = random_shift(xb, augment_pixels, gen)
+                loss = loss_fn(model(xb), xb, None if y is None else y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                bar.update(task, advance=1, info=f"loss {loss.item():.3f}")
+            if on_epoch is not None:
+                bar.update(task, info=on_epoch(epoch))
+    model.eval()
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Logits (n, c) for inputs (n, ...), in eval mode, in batches."""
+    model.eval()
+    return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return (logits.argmax(-1) == y).float().mean().item()
+
+
+def agreement(logits_a: torch.Tensor, logits_b: torch.Tensor) -> float:
+    """Fraction of inputs on which two models predict the same class."""
+    return (logits_a.argmax(-1) == logits_b.argmax(-1)).float().mean().item()

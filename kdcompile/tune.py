@@ -1,0 +1,95 @@
+"""Stage 3, tune: ONNX -> TVM Relax -> MetaSchedule tuning for the host CPU -> a compiled library, checked against
+onnxruntime. The tuning database stays in the run folder; running the stage again resumes from it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+
+from kdcompile.errors import KdError
+from kdcompile.export import INPUT_NAME, ort_session, parity_inputs
+from kdcompile.progress import console, progress
+from kdcompile.rundir import MODELS, RunDir
+
+# The cost-model slot: a name maps to what MetaSchedule's `cost_model=` takes (a built-in name or a PyCostModel).
+# Heavy implementations are imported only when chosen.
+COST_MODELS: dict[str, Callable[[], object]] = {
+    "xgb": lambda: "xgb",  # TVM's XGBoost on per-store features: the baseline to beat
+    "random": lambda: "random",  # the control
+}
+
+
+@dataclass
+class TuneConfig:
+    trials: int = 200  # MetaSchedule trials per model (measured candidates), resumable
+    cost_model: str = "xgb"
+    models: tuple[str, ...] = MODELS  # which of the run's models to tune and compile
+    tolerance: float = 1e-4  # max abs error allowed between TVM and onnxruntime
+    parity_samples: int = 32
+    seed: int = 0
+    threads: int = 2
+
+
+def tune(run_dir, cfg: TuneConfig = TuneConfig()) -> dict:
+    """Tune and compile the run's ONNX models for this CPU. Returns tune.json's content."""
+    if cfg.cost_model not in COST_MODELS:
+        raise KdError(f"Unknown cost model '{cfg.cost_model}': choose one of {', '.join(COST_MODELS)}.")
+    if cfg.trials < 0:
+        raise KdError("--trials must be 0 or more.")
+    unknown = set(cfg.models) - set(MODELS)
+    if unknown:
+        raise KdError(f"Unknown model(s) {sorted(unknown)}: choose from {', '.join(MODELS)}.")
+    run = RunDir(run_dir)
+    shape = tuple(run.read_json("export.json", needed_by="export")["input_shape"])
+    from kdcompile import tvm_backend as tb  # tvm is imported only here
+
+    target = tb.host_target(cfg.threads)
+    inputs = parity_inputs(run, cfg.parity_samples).numpy()
+    previous = (run.root / "tune.json").exists() and run.read_json("tune.json") or {}
+    result = {"target": tb.target_dict(target), "tvm_version": tb.tvm_version(), "config": asdict(cfg)}
+    for name in cfg.models:
+        onnx_path = run.require(run.onnx(name), "export")
+        mod = tb.lower(tb.import_onnx(onnx_path, INPUT_NAME, shape), target)
+        work_dir = run.tune_dir(name)
+        n_tasks = len(tb.extract_tasks(mod, target))
+        done_before = tb.count_records(work_dir)
+        start = time.perf_counter()
+        with progress() as bar:
+            task = bar.add_task(f"tune {name}", total=max(cfg.trials, done_before), completed=done_before, info="")
+            best = [float("inf")]
+
+            def on_batch(n: int, best_s: float | None) -> None:
+                if best_s is not None:
+                    best[0] = min(best[0], best_s)
+                bar.update(task, advance=n, info=f"{n_tasks} tasks")
+
+            ran = tb.tune(mod, target, work_dir, cfg.trials, COST_MODELS[cfg.cost_model](), cfg.seed, on_batch)
+        tuning_s = time.perf_counter() - start
+        lib = tb.compile_tuned(mod, target, work_dir if cfg.trials > 0 else None, run.tvm_lib(name))
+        err = tvm_parity(tb.CompiledModel(lib), ort_session(onnx_path, cfg.threads), inputs)
+        earlier = previous.get(name, {})
+        result[name] = {"lib": lib.name, "tasks": n_tasks, "trials": tb.count_records(work_dir) if cfg.trials else 0,
+                        "trials_this_run": ran, "tuning_s": tuning_s + (earlier.get("tuning_s", 0.0) if done_before else 0),
+                        "tvm_max_abs": err}
+        console.print(f"{name}: {n_tasks} tasks, {result[name]['trials']} trials "
+                      f"({ran} now, {tuning_s:.0f} s) -> {lib} (max abs error vs onnxruntime {err:.2e})")
+        if not err <= cfg.tolerance:
+            raise KdError(f"The tuned {name} differs from onnxruntime by {err:.3g} (tolerance {cfg.tolerance}).")
+    for name in MODELS:  # keep what an earlier run tuned for models not tuned now
+        if name not in result and name in previous:
+            result[name] = previous[name]
+    run.write_json("tune.json", result)
+    return result
+
+
+def tvm_parity(model, session, inputs: np.ndarray) -> float:
+    """Max abs difference between the compiled TVM model and onnxruntime over `inputs` (n, ...), batch 1."""
+    worst = 0.0
+    for x in inputs:
+        x = np.ascontiguousarray(x[None])
+        worst = max(worst, float(np.abs(model(x) - session.run(None, {INPUT_NAME: x})[0]).max()))
+    return worst

@@ -1,0 +1,159 @@
+"""Every use of Apache TVM in kdcompile lives in this module (0.27: Relax + MetaSchedule in tvm.s_tir).
+
+Facts measured on the 2-core Zen5 machine this was written on (../shared/research/tvm_notes.md):
+- The target must name the CPU (`mcpu`) and `num-cores`; without mcpu LLVM emits generic x86-64 (no AVX-512,
+  4.7x slower tuned matmul).
+- The default LocalBuilder imports tvm.s_tir.tensor_intrin in every fresh worker (16-18 s) and times out; `fast_build`
+  below is default_build without that import.
+- `relax.build`/`compile_relax` re-fuse the module, so no tuning record matches; the database is applied to the very
+  module that was tuned (MetaScheduleApplyDatabase) and that is compiled.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+# The TVM runtime sizes its thread pool when it starts; set it before the import (and for worker processes).
+os.environ.setdefault("TVM_NUM_THREADS", "2")
+
+import tvm  # noqa: E402
+from tvm import relax  # noqa: E402
+from tvm.ir.utils import derived_object  # noqa: E402
+from tvm.s_tir import meta_schedule as ms  # noqa: E402
+
+MS_LOGGER = "tvm.s_tir.meta_schedule"
+
+
+def host_target(num_cores: int = 2) -> tvm.target.Target:
+    """An LLVM target for this CPU by name, so that LLVM uses all its vector units."""
+    return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": num_cores})
+
+
+def target_dict(target: tvm.target.Target) -> dict:
+    return {k: (int(v) if isinstance(v, int) else str(v)) for k, v in target.export().items()
+            if k in ("kind", "mcpu", "num-cores", "arch", "mattr")}
+
+
+def import_onnx(path: Path, input_name: str, input_shape: tuple[int, ...]) -> tvm.IRModule:
+    import onnx
+    from tvm.relax.frontend.onnx import from_onnx
+
+    return from_onnx(onnx.load(str(path)), shape_dict={input_name: list(input_shape)}, keep_params_in_input=False)
+
+
+def lower(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    """Fold batch norm into convolutions, legalize to TIR, fold constants and fuse: the module that is tuned."""
+    passes = tvm.transform.Sequential([
+        relax.transform.FoldBatchnormToConv2D(),
+        relax.transform.CanonicalizeBindings(),
+        relax.transform.DeadCodeElimination(),
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ])
+    with target:
+        return passes(mod)
+
+
+def fast_build(mod: tvm.IRModule, target: tvm.target.Target, _params) -> tvm.runtime.Module:
+    """MetaSchedule's default_build without `import tvm.s_tir.tensor_intrin` (16-18 s per fresh worker here)."""
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
+
+
+@derived_object
+class ProgressCallback(ms.measure_callback.PyMeasureCallback):
+    """Reports each measured batch: (number of candidates, best seconds in the batch or None if all failed)."""
+
+    def __init__(self, report: Callable[[int, float | None], None]):
+        self.report = report
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
+        times = [float(np.mean([float(s) for s in r.run_secs])) for r in runner_results
+                 if r.error_msg is None and r.run_secs]
+        self.report(len(measure_candidates), min(times) if times else None)
+
+
+def count_records(work_dir: Path) -> int:
+    path = work_dir / "database_tuning_record.json"
+    return sum(1 for _ in path.open()) if path.exists() else 0
+
+
+def extract_tasks(mod: tvm.IRModule, target: tvm.target.Target) -> list:
+    return ms.relax_integration.extract_tasks(mod, target)
+
+
+def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trials: int,
+         cost_model: str | object = "xgb", seed: int = 0,
+         on_batch: Callable[[int, float | None], None] | None = None) -> int:
+    """Tune every task of the lowered `mod` with MetaSchedule; records go to `work_dir`'s JSON database.
+
+    Resumable: trials already in the database count towards `num_trials`, and the search starts from them.
+    Returns the number of trials run by this call.
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    remaining = num_trials - count_records(work_dir)
+    tasks = extract_tasks(mod, target)
+    if remaining <= 0 or not tasks:
+        return 0
+    # The gradient scheduler warms up every task with one batch; a batch larger than trials/tasks starves some
+    # tasks entirely, and an untuned task runs as naive loops.
+    per_iter = max(1, min(64, remaining // len(tasks)))
+    # MetaSchedule prints a task table per batch to stdout; keep it in work_dir/logs only. Its logger setup reads
+    # the level when loggers are created (twice), and resets it to DEBUG each time.
+    logging.getLogger(MS_LOGGER).setLevel(logging.WARNING)
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(tasks, str(work_dir), seed=seed)
+    callbacks = ms.measure_callback.MeasureCallback.create("default")
+    if on_batch is not None:
+        callbacks = list(callbacks) + [ProgressCallback(on_batch)]
+    logging.getLogger(MS_LOGGER).setLevel(logging.WARNING)
+    ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=remaining,
+                  num_trials_per_iter=per_iter, builder=ms.builder.LocalBuilder(f_build=fast_build, timeout_sec=120),
+                  runner=ms.runner.LocalRunner(timeout_sec=60), database="json", cost_model=cost_model,
+                  measure_callbacks=callbacks)
+    return count_records(work_dir) - (num_trials - remaining)
+
+
+def compile_tuned(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path | None, out: Path) -> Path:
+    """Apply the best records in `work_dir` (if any) to the tuned module itself, compile, and save a shared library."""
+    if work_dir is not None and count_records(work_dir) > 0:
+        db = ms.database.JSONDatabase(work_dir=str(work_dir))
+        with target, tvm.transform.PassContext(opt_level=3), db:
+            mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+    executable = tvm.compile(mod, target)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.so")
+    executable.export_library(str(tmp))
+    tmp.replace(out)
+    return out
+
+
+class CompiledModel:
+    """A compiled Relax module loaded for inference on the CPU: `model(x)` maps a numpy array to a numpy array."""
+
+    def __init__(self, lib_path: Path):
+        self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib_path)), tvm.cpu())
+        self.main = self.vm["main"]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        out = self.main(tvm.runtime.tensor(x))
+        return (out if hasattr(out, "numpy") else out[0]).numpy()  # one output, possibly in a tuple
+
+    def prepared(self, x: np.ndarray) -> Callable[[], object]:
+        """A zero-argument call on an input already on the device: what the benchmark times."""
+        arg = tvm.runtime.tensor(x)
+        main = self.main
+        return lambda: main(arg)
+
+
+def tvm_version() -> str:
+    return tvm.__version__
