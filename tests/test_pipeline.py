@@ -1,0 +1,60 @@
+"""The whole pipeline on a toy teacher (4-channel CNN, 8x8 digits) with a handful of tuning trials."""
+
+import json
+
+import pytest
+import torch
+
+from kdcompile.distill import DistillConfig, TeacherSpec, distill
+from kdcompile.errors import KdError
+from kdcompile.load import save_checkpoint
+from kdcompile.pipeline import distill_and_tune
+from kdcompile.tune import TuneConfig, tune
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def teacher_file(tmp_path, tiny_cnn):
+    path = tmp_path / "teacher.pt"
+    save_checkpoint(tiny_cnn, path, "kdcompile.models:mnist_cnn", {"width": 4}, (1, 1, 8, 8), dataset="digits")
+    return path
+
+
+def test_distill_and_tune_end_to_end_then_resume(tmp_path, teacher_file):
+    from bench.stage import BenchConfig
+    from bench.timing import TimingConfig
+
+    run = tmp_path / "run"
+    fast_bench = BenchConfig(timing=TimingConfig(warmup_s=0.05, min_calls=20, min_time_s=0.05))
+    report = distill_and_tune(TeacherSpec(str(teacher_file)), run, DistillConfig(epochs=1),
+                              tune_cfg=TuneConfig(trials=6, models=("student",)), bench_cfg=fast_bench)
+    on_disk = json.loads((run / "report.json").read_text())
+    assert on_disk == report
+    assert report["student"]["flops"] <= report["teacher"]["flops"] / 4
+    assert report["parity"]["onnx_max_abs"] <= 1e-4 and report["parity"]["tvm_max_abs"] <= 1e-4
+    for backend in ("torch", "onnxruntime", "tvm"):
+        assert report["latency_ms"]["student"][backend]["p50"] > 0
+    assert "tvm" not in report["latency_ms"]["teacher"]  # only the student was tuned
+    assert report["tuning"]["student"]["trials"] >= 6
+    assert report["fastest_backend"]["student"] in report["latency_ms"]["student"]
+    assert (run / "report.md").read_text().startswith("# kdcompile report")
+
+    # A second run with the same budget reuses the student and the tuning database: no new trials.
+    again = tune(run, TuneConfig(trials=6, models=("student",)))
+    assert again["student"]["trials_this_run"] == 0
+    assert again["student"]["trials"] == report["tuning"]["student"]["trials"]
+    assert distill(TeacherSpec(str(teacher_file)), run, DistillConfig(epochs=1))["student"] \
+        == json.loads((run / "distill.json").read_text())["student"]
+
+
+def test_compiled_graph_teacher_needs_a_student_architecture(tmp_path, tiny_cnn):
+    path = tmp_path / "ts.pt"
+    torch.jit.save(torch.jit.script(tiny_cnn), path)
+    with pytest.raises(KdError, match="--student"):
+        distill(TeacherSpec(str(path)), tmp_path / "run", DistillConfig(epochs=1, data="digits"))
+
+
+def test_dataset_shape_mismatch_is_one_sentence(tmp_path, teacher_file):
+    with pytest.raises(KdError, match="inputs of shape"):
+        distill(TeacherSpec(str(teacher_file)), tmp_path / "run", DistillConfig(epochs=1, data="mnist5k"))

@@ -1,0 +1,18 @@
+import torch
+from torch import nn
+
+from kdcompile.student import flops_and_params, prune_width
+
+
+def test_prune_width_meets_flops_target_and_keeps_teacher_weights(tiny_cnn):
+    x = torch.randn(2, 1, 8, 8)
+    student = prune_width(tiny_cnn, x[:1], flops_ratio=0.25)
+    t_flops, t_params = flops_and_params(tiny_cnn, x[:1])
+    s_flops, s_params = flops_and_params(student, x[:1])
+    assert s_flops <= 0.25 * t_flops and s_params < t_params
+    assert student(x).shape == tiny_cnn(x).shape  # classes untouched
+    # The first conv keeps a subset of the teacher's filters, unchanged.
+    t_w = tiny_cnn.features[0][0].weight.detach()
+    s_w = student.features[0][0].weight.detach()
+    assert all(any(torch.equal(f, g) for g in t_w) for f in s_w)
+    assert isinstance(student.head, nn.Linear) and student.head.out_features == 10
