@@ -135,6 +135,62 @@ def distill_and_tune(model: Path = typer.Argument(..., help="The teacher model f
         tune_cfg=_tune_cfg(trials, cost_model, models), force=force)
 
 
+costmodel_app = typer.Typer(no_args_is_help=True, help="The tensor-program dataset and the learned cost model: "
+                             "collect, import/export MetaSchedule logs, featurise, inspect.")
+app.add_typer(costmodel_app, name="costmodel")
+
+
+@costmodel_app.command("collect")
+def costmodel_collect(
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Dataset folder (default: datasets/<cpu>-<cores>c)."),
+        networks: Optional[str] = typer.Option(None, "--networks", help="Comma-separated zoo networks (default: all)."),
+        random: int = typer.Option(64, "--random", help="Random design-space samples per task."),
+        evolutionary: int = typer.Option(128, "--evolutionary", help="Evolutionary-search programs per task."),
+        max_tasks: Optional[int] = typer.Option(None, "--max-tasks", help="Stop after this many tasks.")) -> None:
+    """Measure MetaSchedule programs of the zoo's tasks on this machine. Resumable: rerun to continue."""
+    from costmodel import zoo
+    from costmodel.collect import CollectConfig, collect
+
+    names = tuple(n.strip() for n in networks.split(",")) if networks else tuple(zoo.NETWORKS)
+    unknown = set(names) - set(zoo.NETWORKS)
+    if unknown:
+        raise KdError(f"Unknown network(s) {sorted(unknown)}: the zoo has {', '.join(zoo.NETWORKS)}.")
+    print(collect(CollectConfig(out=out, networks=names, random_per_task=random, evolutionary_per_task=evolutionary,
+                                max_tasks=max_tasks)))
+
+
+@costmodel_app.command("import")
+def costmodel_import(work_dir: Path = typer.Argument(..., help="Folder with database_workload.json and "
+                                                               "database_tuning_record.json."),
+                     dataset: Path = typer.Option(..., "--dataset", help="Dataset folder to add to."),
+                     network: str = typer.Option(..., "--network", help="Name to file the records under.")) -> None:
+    """Add a MetaSchedule JSONDatabase's records to a dataset (duplicates skipped)."""
+    from costmodel.dataset import Dataset
+    from costmodel.jsondb import import_json_database
+
+    if not (work_dir / "database_tuning_record.json").exists():
+        raise KdError(f"{work_dir} has no database_tuning_record.json.")
+    print(f"added {import_json_database(Dataset(dataset), work_dir, network)} records")
+
+
+@costmodel_app.command("export")
+def costmodel_export(dataset: Path = typer.Argument(..., help="Dataset folder."),
+                     out: Path = typer.Option(..., "--out", "-o", help="Folder for the JSONDatabase files.")) -> None:
+    """Write a dataset as a MetaSchedule JSONDatabase that any MetaSchedule user can load."""
+    from costmodel.dataset import Dataset
+    from costmodel.jsondb import export_json_database
+
+    print(f"wrote {export_json_database(Dataset(dataset), out)} records to {out}")
+
+
+@costmodel_app.command("stats")
+def costmodel_stats(dataset: Path = typer.Argument(..., help="Dataset folder.")) -> None:
+    """Counts per network, failure rate and collection time; writes <dataset>/stats.json."""
+    from costmodel.stats import stats
+
+    print(stats(dataset))
+
+
 def main() -> None:
     try:
         app()

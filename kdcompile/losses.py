@@ -1,28 +1,153 @@
-"""Distillation losses: pure functions of logits, in fp32 and log space, in one registry.
+"""Distillation losses: pure functions of logits, computed in fp32 and log space, in one registry.
 
-Glossary: n rows (samples, or unmasked tokens flattened), c classes (vocabulary).
-`z_s`, `z_t`: student and teacher logits (n, c). Teacher logits carry no gradient.
+Glossary: n rows (samples, or tokens flattened from (b, l)), c classes (vocabulary).
+`z_s`, `z_t` (n, c): student and teacher logits; the teacher side never carries gradient.
+`mask` (n,) bool, optional: rows that count (padding excluded). Every loss is a mean over counted rows, so a
+sequence loss is per token, not per batch; an all-masked batch gives 0, not NaN.
+p = softmax(z_t / T) is the teacher, q = softmax(z_s / T) the student. References: ../shared/research/kd.md.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+Tensor = torch.Tensor
 
-def hinton_kd(z_s: torch.Tensor, z_t: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
-    """Hinton et al. 2015: T^2 * mean_i KL(p_i || q_i), p = softmax(z_t/T), q = softmax(z_s/T).
 
-    The T^2 factor keeps the gradient's size independent of T (the soft term's gradient scales as 1/T^2).
+def _log_probs(z: Tensor, temperature: float = 1.0) -> Tensor:
+    # -inf logits (banned tokens) stay -inf in log space; the products below use xlogy-style guards.
+    return F.log_softmax(z.float() / temperature, dim=-1)
+
+
+def _masked_mean(per_row: Tensor, mask: Tensor | None) -> Tensor:
+    if mask is None:
+        return per_row.mean()
+    mask = mask.to(per_row.dtype)
+    return (per_row * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def _kl_rows(log_a: Tensor, log_b: Tensor) -> Tensor:
+    """KL(a || b) per row over the entries where both log-probabilities are finite.
+
+    0 log 0 = 0 where a has no mass; entries that b bans outright (-inf logits, e.g. masked vocabulary) are left
+    out, as DistiLLM does, instead of making the loss infinite. Both sides are sanitised *before* the arithmetic,
+    so no inf reaches the backward pass (torch.where alone would still give NaN gradients).
     """
-    log_q = F.log_softmax(z_s.float() / temperature, dim=-1)
-    log_p = F.log_softmax(z_t.float().detach() / temperature, dim=-1)
-    # kl_div(input=log q, target=log p, log_target=True) = sum p (log p - log q) = KL(p || q)
-    return F.kl_div(log_q, log_p, log_target=True, reduction="batchmean") * temperature**2
+    valid = torch.isfinite(log_a) & torch.isfinite(log_b)
+    la, lb = torch.where(valid, log_a, 0.0), torch.where(valid, log_b, 0.0)
+    return torch.where(valid, la.exp() * (la - lb), 0.0).sum(-1)
 
 
-LOSSES: dict[str, Callable[..., torch.Tensor]] = {
+def forward_kl(z_s: Tensor, z_t: Tensor, mask: Tensor | None = None, temperature: float = 1.0) -> Tensor:
+    """KL(p || q): mean-seeking; equals soft cross-entropy up to the teacher's entropy."""
+    return _masked_mean(_kl_rows(_log_probs(z_t.detach(), temperature), _log_probs(z_s, temperature)), mask)
+
+
+def reverse_kl(z_s: Tensor, z_t: Tensor, mask: Tensor | None = None, temperature: float = 1.0) -> Tensor:
+    """KL(q || p): mode-seeking."""
+    return _masked_mean(_kl_rows(_log_probs(z_s, temperature), _log_probs(z_t.detach(), temperature)), mask)
+
+
+def hinton_kd(z_s: Tensor, z_t: Tensor, mask: Tensor | None = None, temperature: float = 4.0) -> Tensor:
+    """Hinton et al. 2015: T^2 * KL(p_T || q_T) at temperature T. The T^2 keeps the gradient's size independent of T
+    (the soft term's gradient scales as 1/T^2)."""
+    return forward_kl(z_s, z_t, mask, temperature) * temperature**2
+
+
+def _log_mix(log_a: Tensor, log_b: Tensor, weight_a: float) -> Tensor:
+    """log(w a + (1 - w) b), computed as a logsumexp so that nothing underflows."""
+    return torch.logsumexp(torch.stack([log_a + math.log(weight_a), log_b + math.log1p(-weight_a)]), dim=0)
+
+
+def skew_kl(z_s: Tensor, z_t: Tensor, mask: Tensor | None = None, alpha: float = 0.1,
+            temperature: float = 1.0) -> Tensor:
+    """DistiLLM skew KL: KL(p || alpha p + (1 - alpha) q). Bounded where q has no mass; alpha=0 is forward KL."""
+    log_p, log_q = _log_probs(z_t.detach(), temperature), _log_probs(z_s, temperature)
+    mix = log_q if alpha == 0 else _log_mix(log_p, log_q, alpha)
+    return _masked_mean(_kl_rows(log_p, mix), mask)
+
+
+def skew_reverse_kl(z_s: Tensor, z_t: Tensor, mask: Tensor | None = None, alpha: float = 0.1,
+                    temperature: float = 1.0) -> Tensor:
+    """DistiLLM skew reverse KL: KL(q || (1 - alpha) p + alpha q); alpha=0 is reverse KL."""
+    log_p, log_q = _log_probs(z_t.detach(), temperature), _log_probs(z_s, temperature)
+    mix = log_p if alpha == 0 else _log_mix(log_q, log_p, alpha)
+    return _masked_mean(_kl_rows(log_q, mix), mask)
+
+
+def generalized_jsd(z_s: Tensor, z_t: Tensor, mask: Tensor | None = None, beta: float = 0.5,
+                    temperature: float = 1.0) -> Tensor:
+    """GKD: beta KL(p || m) + (1 - beta) KL(q || m), m = beta p + (1 - beta) q. As TRL does, beta=0 is forward
+    KL and beta=1 reverse KL (mathematically the JSD vanishes at both ends; the limits hold up to scale)."""
+    if beta == 0:
+        return forward_kl(z_s, z_t, mask, temperature)
+    if beta == 1:
+        return reverse_kl(z_s, z_t, mask, temperature)
+    log_p, log_q = _log_probs(z_t.detach(), temperature), _log_probs(z_s, temperature)
+    log_m = _log_mix(log_p, log_q, beta)
+    return _masked_mean(beta * _kl_rows(log_p, log_m) + (1 - beta) * _kl_rows(log_q, log_m), mask)
+
+
+def total_variation(z_s: Tensor, z_t: Tensor, mask: Tensor | None = None, temperature: float = 1.0) -> Tensor:
+    """0.5 * sum |p - q|, in [0, 1]."""
+    p, q = _log_probs(z_t.detach(), temperature).exp(), _log_probs(z_s, temperature).exp()
+    return _masked_mean(0.5 * (p - q).abs().sum(-1), mask)
+
+
+def dkd(z_s: Tensor, z_t: Tensor, target: Tensor, alpha: float = 1.0, beta: float = 8.0,
+        temperature: float = 4.0) -> Tensor:
+    """Decoupled KD (Zhao et al. 2022): alpha * TCKD + beta * NCKD, both times T^2.
+
+    TCKD = KL(b_T || b_S) over the binary (target, non-target) split; NCKD = KL over the non-target classes only
+    (the target logit is masked out before the softmax). `target` (n,) are the labels.
+    """
+    T = temperature
+    gt = F.one_hot(target, z_s.shape[-1]).bool()
+    log_q, log_p = _log_probs(z_s, T), _log_probs(z_t.detach(), T)
+
+    def binary(log_probs: Tensor) -> Tensor:  # (n, 2): log p(target), log p(not target)
+        log_gt = log_probs.masked_fill(~gt, -math.inf).logsumexp(-1)
+        log_rest = log_probs.masked_fill(gt, -math.inf).logsumexp(-1)
+        return torch.stack([log_gt, log_rest], dim=-1)
+
+    tckd = _kl_rows(binary(log_p), binary(log_q)).mean()
+    nt_p = _log_probs(z_t.detach().float().masked_fill(gt, -math.inf), T)
+    nt_q = _log_probs(z_s.float().masked_fill(gt, -math.inf), T)
+    nckd = _kl_rows(nt_p, nt_q).mean()
+    return (alpha * tckd + beta * nckd) * T**2
+
+
+def hpd(z_s: Tensor, z_t: Tensor, y: Tensor, y_hat: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Hybrid policy distillation (arXiv 2604.20244), per token, with the data token `y` (n,) and one token `y_hat`
+    (n,) sampled from the student at the same prefix:
+        k = q(y) (log p(y) - log q(y)),   k^ likewise at y^
+        w = k + p(y) 1[k > 0] (1 + 1[k^ < 0]),   v = k^ 1[k^ < 0]
+        loss = mean over counted tokens of -sg(w) log q(y) - sg(v) log q(y^) 1[y^ != y]
+    The first term is a one-sample forward-KL gradient where the teacher outranks the student, plus the reverse-KL
+    policy gradient; the second pushes down sampled tokens the student overrates."""
+    log_q, log_p = _log_probs(z_s), _log_probs(z_t.detach())
+    s, tau = log_q.gather(-1, y[:, None])[:, 0], log_p.gather(-1, y[:, None])[:, 0]
+    s_hat, tau_hat = log_q.gather(-1, y_hat[:, None])[:, 0], log_p.gather(-1, y_hat[:, None])[:, 0]
+    with torch.no_grad():
+        k = s.exp() * (tau - s)
+        k_hat = s_hat.exp() * (tau_hat - s_hat)
+        w = k + tau.exp() * (k > 0) * (1 + (k_hat < 0).float())
+        v = k_hat * (k_hat < 0)
+    per_token = -w * s - v * s_hat * (y_hat != y)
+    return _masked_mean(per_token, mask)
+
+
+# name -> loss(z_s, z_t, mask=..., **knobs). DKD (needs labels) and HPD (needs tokens) have their own signatures.
+LOSSES: dict[str, Callable[..., Tensor]] = {
     "hinton": hinton_kd,
+    "fkl": forward_kl,
+    "rkl": reverse_kl,
+    "skl": skew_kl,
+    "srkl": skew_reverse_kl,
+    "gjsd": generalized_jsd,
+    "tvd": total_variation,
 }

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdcompile.progress import progress
+from kdcompile.progress import console, progress
 
 # loss_fn(student_logits (b, c), inputs (b, ...), labels (b,) or None) -> scalar
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -55,8 +55,10 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, loss_fn: Loss
                 opt.step()
                 sched.step()
                 bar.update(task, advance=1, info=f"loss {loss.item():.3f}")
-            if on_epoch is not None:
-                bar.update(task, info=on_epoch(epoch))
+            info = on_epoch(epoch) if on_epoch is not None else f"loss {loss.item():.3f}"
+            bar.update(task, info=info)
+            if bar.disable:  # no terminal (CI, a log file): one line per epoch instead of a bar
+                console.print(f"{description}: epoch {epoch + 1}/{epochs}, {info}")
     model.eval()
 
 

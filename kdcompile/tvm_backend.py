@@ -35,8 +35,8 @@ def host_target(num_cores: int = 2) -> tvm.target.Target:
 
 
 def target_dict(target: tvm.target.Target) -> dict:
-    return {k: (int(v) if isinstance(v, int) else str(v)) for k, v in target.export().items()
-            if k in ("kind", "mcpu", "num-cores", "arch", "mattr")}
+    """The target as MetaSchedule's JSONDatabase writes it in every record."""
+    return plain_json(target.export())
 
 
 def import_onnx(path: Path, input_name: str, input_shape: tuple[int, ...]) -> tvm.IRModule:
@@ -157,3 +157,106 @@ class CompiledModel:
 
 def tvm_version() -> str:
     return tvm.__version__
+
+
+# ---- tensor-program dataset (costmodel/collect.py drives these) --------------------------------------------
+def network_tasks(onnx_path: Path, input_name: str, input_shape: tuple[int, ...],
+                  target: tvm.target.Target) -> list[dict]:
+    """The tunable tasks of a network, lowered exactly as `tune` lowers it: name, weight, workload JSON, module."""
+    mod = lower(import_onnx(onnx_path, input_name, input_shape), target)
+    tasks = []
+    for t in extract_tasks(mod, target):
+        workload = ms.database.Workload(t.dispatched[0])
+        args = [a.as_json() for a in ms.arg_info.ArgInfo.from_entry_func(t.dispatched[0])]
+        tasks.append({"task_name": t.task_name, "weight": int(t.weight), "workload": plain_json(workload.as_json()),
+                      "args_info": plain_json(args), "mod": t.dispatched[0]})
+    return tasks
+
+
+def workload_module(workload_json: list) -> tvm.IRModule:
+    return ms.database.Workload.from_json(workload_json).mod
+
+
+def structural_hash(workload_json: list) -> str:
+    """The workload's structural hash as JSONDatabase writes it (its first field)."""
+    return str(workload_json[0])
+
+
+def plain_json(obj):
+    """TVM containers and immediates (Array, Map, IntImm, FloatImm, String) to plain Python for json.dumps."""
+    if isinstance(obj, (bool, int, float, str)) or obj is None:
+        return obj
+    if isinstance(obj, tvm.tirx.IntImm):
+        return int(obj.value)
+    if isinstance(obj, tvm.tirx.FloatImm):
+        return float(obj.value)
+    if hasattr(obj, "items"):
+        return {str(k): plain_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) or hasattr(obj, "__len__") and hasattr(obj, "__getitem__"):
+        return [plain_json(v) for v in obj]
+    return str(obj)
+
+
+@derived_object
+class RecordingCallback(ms.measure_callback.PyMeasureCallback):
+    """Hands every measured candidate of a batch to `sink` as a plain dict: trace JSON, every repeat's seconds,
+    and the builder's or runner's error message for failures (kept, not dropped)."""
+
+    def __init__(self, sink: Callable[[list[dict]], None], with_features: bool = False):
+        self.sink = sink
+        self.with_features = with_features  # also the PerStoreFeature rows the cost model saw (for tests)
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
+        features = [None] * len(measure_candidates)
+        if self.with_features:
+            ctx = task_scheduler.tasks_[task_id].ctx
+            features = [f.numpy() for f in ms.feature_extractor.PerStoreFeature().extract_from(ctx, measure_candidates)]
+        rows = []
+        for cand, built, ran in zip(measure_candidates, builder_results, runner_results):
+            error = built.error_msg or ran.error_msg
+            rows.append({"trace": plain_json(cand.sch.trace.as_json()),
+                         "run_secs": None if error else [float(s) for s in ran.run_secs],
+                         "error": None if error is None else str(error)[:500]})
+            if self.with_features:
+                rows[-1]["features"] = features[len(rows) - 1]
+        self.sink(rows)
+
+
+def measure_programs(mod: tvm.IRModule, target: tvm.target.Target, strategy: str, num_trials: int,
+                     per_iter: int, seed: int, sink: Callable[[list[dict]], None], work_dir: Path,
+                     repeats: int = 5, min_repeat_ms: int = 15, with_features: bool = False) -> None:
+    """Sample and measure `num_trials` programs of one task; `strategy` is "random" (replay-trace: random
+    samples of the design space) or "evolutionary" (MetaSchedule's search with XGBoost, so good programs
+    are present). Builds run in parallel; measurements one at a time with `repeats` timed repeats each."""
+    search = {"random": "replay-trace", "evolutionary": "evolutionary"}[strategy]
+    logging.getLogger(MS_LOGGER).setLevel(logging.WARNING)
+    ctx = ms.TuneContext(mod=mod, target=target, space_generator="post-order-apply", search_strategy=search,
+                         task_name="task", rand_state=seed, num_threads=int(target.attrs.get("num-cores", 2)),
+                         logger=ms.logging.get_loggers_from_work_dir(str(work_dir), ["task"])[0]).clone()
+    evaluator = ms.runner.EvaluatorConfig(number=1, repeat=repeats, min_repeat_ms=min_repeat_ms)
+    logging.getLogger(MS_LOGGER).setLevel(logging.WARNING)
+    ms.tune_tasks(tasks=[ctx], task_weights=[1.0], work_dir=str(work_dir), max_trials_global=num_trials,
+                  num_trials_per_iter=per_iter, database="memory",
+                  builder=ms.builder.LocalBuilder(f_build=fast_build, timeout_sec=120),
+                  runner=ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator),
+                  cost_model="xgb" if strategy == "evolutionary" else "random",
+                  measure_callbacks=list(ms.measure_callback.MeasureCallback.create("default"))
+                  + [RecordingCallback(sink, with_features)])
+
+
+def per_store_features(workload_json: list, args_info_json: list, target_json: dict,
+                       traces: list[list]) -> list[np.ndarray]:
+    """MetaSchedule's PerStoreFeature rows (n_stores, 164) of each traced program, recomputed offline: the trace
+    is replayed on the workload (postprocessing included), exactly the program the cost model saw in tuning."""
+    from tvm.s_tir.schedule import Trace
+
+    mod = workload_module(workload_json)
+    target = tvm.target.Target(target_json)
+    args = [ms.arg_info.ArgInfo.from_json(a) for a in args_info_json]
+    candidates = []
+    for trace in traces:
+        sch = tvm.s_tir.Schedule(mod)
+        Trace.apply_json_to_schedule(trace, sch)
+        candidates.append(ms.MeasureCandidate(sch, args))
+    ctx = ms.TuneContext(mod=mod, target=target, num_threads=int(target.attrs.get("num-cores", 1)))
+    return [f.numpy() for f in ms.feature_extractor.PerStoreFeature().extract_from(ctx, candidates)]

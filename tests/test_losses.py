@@ -1,23 +1,103 @@
+"""Loss properties: zero on identical inputs, the limits, the T^2 scaling, masking, finite gradients."""
+
+import math
+
+import pytest
 import torch
 
-from kdcompile.losses import hinton_kd
+from kdcompile.losses import LOSSES, dkd, forward_kl, generalized_jsd, hinton_kd, hpd, reverse_kl, skew_kl, \
+    skew_reverse_kl, total_variation
+
+torch.manual_seed(0)
+Z_S, Z_T = torch.randn(12, 7), torch.randn(12, 7)
 
 
-def test_hinton_zero_on_identical_and_positive_otherwise():
-    z = torch.randn(16, 10)
-    assert hinton_kd(z, z.clone()).abs().item() < 1e-6
-    assert hinton_kd(torch.randn(16, 10), z).item() > 0
+def _kl(p, q):
+    return (p * (p.log() - q.log())).sum(-1).mean()
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_zero_on_identical_and_positive_otherwise(name):
+    assert LOSSES[name](Z_S, Z_S.clone()).abs().item() < 1e-5
+    assert LOSSES[name](Z_S, Z_T).item() > 1e-4
+
+
+def test_forward_and_reverse_kl_match_the_definition():
+    p, q = Z_T.softmax(-1), Z_S.softmax(-1)
+    assert torch.allclose(forward_kl(Z_S, Z_T), _kl(p, q), atol=1e-6)
+    assert torch.allclose(reverse_kl(Z_S, Z_T), _kl(q, p), atol=1e-6)
 
 
 def test_hinton_t_squared_scaling():
-    """T^2 * KL at temperature T equals T^2 times the plain KL of the softened distributions."""
-    z_s, z_t, T = torch.randn(8, 5), torch.randn(8, 5), 3.0
-    p, q = torch.softmax(z_t / T, -1), torch.softmax(z_s / T, -1)
-    kl = (p * (p.log() - q.log())).sum(-1).mean()
-    assert torch.allclose(hinton_kd(z_s, z_t, temperature=T), T**2 * kl, atol=1e-5)
+    T = 3.0
+    p, q = torch.softmax(Z_T / T, -1), torch.softmax(Z_S / T, -1)
+    assert torch.allclose(hinton_kd(Z_S, Z_T, temperature=T), T**2 * _kl(p, q), atol=1e-5)
 
 
-def test_hinton_gradient_finite_with_extreme_logits():
-    z_s = torch.tensor([[0.0, 1e4, -1e4]], requires_grad=True)
-    hinton_kd(z_s, torch.tensor([[1e4, 0.0, -1e4]]), temperature=0.5).backward()
-    assert torch.isfinite(z_s.grad).all()
+def test_jsd_beta_limits_and_symmetry():
+    assert torch.equal(generalized_jsd(Z_S, Z_T, beta=0.0), forward_kl(Z_S, Z_T))
+    assert torch.equal(generalized_jsd(Z_S, Z_T, beta=1.0), reverse_kl(Z_S, Z_T))
+    # Near the ends JSD(beta) / beta -> ... vanishes, and at 0.5 it is symmetric in p and q and at most ln 2.
+    assert torch.allclose(generalized_jsd(Z_S, Z_T, beta=0.5), generalized_jsd(Z_T, Z_S, beta=0.5), atol=1e-6)
+    assert generalized_jsd(Z_S, Z_T * 50, beta=0.5).item() <= math.log(2) + 1e-6
+    assert generalized_jsd(Z_S, Z_T, beta=1e-4).item() < 1e-3
+
+
+def test_skew_kl_limits_and_bound():
+    assert torch.allclose(skew_kl(Z_S, Z_T, alpha=0.0), forward_kl(Z_S, Z_T), atol=1e-6)
+    assert torch.allclose(skew_reverse_kl(Z_S, Z_T, alpha=0.0), reverse_kl(Z_S, Z_T), atol=1e-6)
+    # Skewing bounds the loss by log(1/alpha) even where the student puts no mass.
+    far = skew_kl(Z_S * 100, -Z_S * 100, alpha=0.1)
+    assert far.item() <= math.log(10) + 1e-4 and torch.isfinite(far)
+
+
+def test_total_variation_bounds():
+    assert 0 < total_variation(Z_S, Z_T).item() <= 1
+    assert total_variation(Z_S * 100, -Z_S * 100).item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_masked_rows_change_nothing():
+    mask = torch.tensor([True] * 6 + [False] * 6)
+    garbage = Z_T.clone()
+    garbage[6:] = torch.randn(6, 7) * 100
+    for name, loss in LOSSES.items():
+        assert torch.allclose(loss(Z_S, Z_T, mask=mask), loss(Z_S[:6], Z_T[:6]), atol=1e-6), name
+        assert torch.allclose(loss(Z_S, Z_T, mask=mask), loss(Z_S, garbage, mask=mask), atol=1e-6), name
+    assert forward_kl(Z_S, Z_T, mask=torch.zeros(12, dtype=torch.bool)).item() == 0.0
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_finite_gradients_at_small_temperature_and_with_minus_inf_logits(name):
+    z_s = torch.randn(4, 5, requires_grad=True)
+    z_t = torch.randn(4, 5)
+    z_t[:, 0] = -math.inf  # a token the teacher bans
+    loss = LOSSES[name](z_s, z_t, temperature=0.05)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(z_s.grad).all()
+
+
+def test_dkd_is_zero_on_identical_and_decouples():
+    y = torch.randint(0, 7, (12,))
+    assert dkd(Z_S, Z_S.clone(), y).abs().item() < 1e-5
+    assert dkd(Z_S, Z_T, y, alpha=0.0, beta=0.0).item() == 0.0
+    tckd_only = dkd(Z_S, Z_T, y, alpha=1.0, beta=0.0)
+    nckd_only = dkd(Z_S, Z_T, y, alpha=0.0, beta=1.0)
+    assert torch.allclose(dkd(Z_S, Z_T, y, alpha=1.0, beta=1.0), tckd_only + nckd_only, atol=1e-5)
+
+
+def test_hpd_matches_its_equation_on_one_token():
+    z_s, z_t = torch.log(torch.tensor([[0.5, 0.3, 0.2]])), torch.log(torch.tensor([[0.7, 0.1, 0.2]]))
+    z_s.requires_grad_(True)
+    y, y_hat = torch.tensor([0]), torch.tensor([1])
+    k = 0.5 * (math.log(0.7) - math.log(0.5))  # > 0: teacher outranks student at y
+    k_hat = 0.3 * (math.log(0.1) - math.log(0.3))  # < 0: student overrates y^
+    w, v = k + 0.7 * (1 + 1), k_hat
+    expected = -w * math.log(0.5) - v * math.log(0.3)
+    loss = hpd(z_s, z_t, y, y_hat)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    loss.backward()  # the weights are stop-gradient: the gradient is that of -w log q(y) - v log q(y^)
+    q = torch.tensor([0.5, 0.3, 0.2])
+    grad = -w * (torch.tensor([1.0, 0, 0]) - q) - v * (torch.tensor([0, 1.0, 0]) - q)
+    assert torch.allclose(z_s.grad[0], grad, atol=1e-5)
+    # y^ == y: k^ = k > 0, so w = k + p(y) and the second term vanishes.
+    assert hpd(z_s, z_t, y, y).item() == pytest.approx(-(k + 0.7) * math.log(0.5), rel=1e-5)

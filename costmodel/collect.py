@@ -1,0 +1,154 @@
+"""Collecting the tensor-program dataset: tasks from the network zoo, measured on this machine.
+
+For every task: `random` programs (random samples of MetaSchedule's design space) and `evolutionary` ones
+(MetaSchedule's own search, so that good programs are present too). Failures are kept as failures.
+Resumable at any point: what is on disk counts, and collection continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from costmodel import zoo
+from costmodel.dataset import Dataset, TaskFile, trace_key
+from kdcompile.progress import console, progress
+
+
+@dataclass
+class CollectConfig:
+    out: Path | None = None  # dataset folder; default datasets/<hardware_name()>
+    networks: tuple[str, ...] = tuple(zoo.NETWORKS)
+    batches: tuple[int, ...] = zoo.BATCHES
+    random_per_task: int = 64
+    evolutionary_per_task: int = 128
+    per_iter: int = 32  # programs built (in parallel) then measured (one at a time) per batch
+    repeats: int = 5  # timed repeats kept per program
+    seed: int = 0
+    threads: int = 2
+    max_tasks: int | None = None  # stop after this many tasks (for tests and quick looks)
+    cache: Path = field(default_factory=lambda: Path(os.environ.get("KDCOMPILE_CACHE", "~/.cache/kdcompile")))
+
+
+def fingerprint(target: dict, tvm_version: str) -> dict:
+    """What must match for two measurements to be comparable: the CPU, its flags, cores, TVM and the target."""
+    cpu, flags = platform.processor(), ""
+    try:
+        info = open("/proc/cpuinfo").read().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+        flags = next(line.split(":", 1)[1].strip() for line in info if line.startswith("flags"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "flags_sha1": hashlib.sha1(flags.encode()).hexdigest()[:12], "avx512": "avx512f" in flags,
+            "cores": os.cpu_count(), "tvm": tvm_version, "target": target}
+
+
+def hardware_name(threads: int) -> str:
+    """e.g. "cpu-znver5-2c": the LLVM CPU name and core count the measurements were made with."""
+    from kdcompile import tvm_backend as tb
+
+    return f"cpu-{tb.host_target(threads).attrs['mcpu']}-{threads}c"
+
+
+def plan(cfg: CollectConfig) -> list[str]:
+    """Export each (network, batch), extract its tasks, register them; returns task hashes in collection order
+    (round-robin over networks, so that every network has data early)."""
+    import torch
+
+    from kdcompile import tvm_backend as tb
+    from kdcompile.export import INPUT_NAME, to_onnx
+
+    target = tb.host_target(cfg.threads)
+    ds = Dataset(cfg.out)
+    known = ds.networks()
+    per_network: list[list[str]] = []
+    for name in cfg.networks:
+        for batch in cfg.batches:
+            key = f"{name}@b{batch}"
+            if key in known:
+                per_network.append(list(known[key]["tasks"]))
+                continue
+            module, shape = zoo.build(name)
+            shape = (batch, *shape[1:])
+            onnx_path = cfg.cache.expanduser() / "zoo" / f"{key}.onnx"
+            if not onnx_path.exists():
+                to_onnx(module, torch.zeros(shape), onnx_path, opset=18)
+            tasks = tb.network_tasks(onnx_path, INPUT_NAME, shape, target)
+            weights: dict[str, int] = {}
+            for t in tasks:
+                h = tb.structural_hash(t["workload"])
+                weights[h] = weights.get(h, 0) + t["weight"]
+                f = ds.task(h)
+                if not f.exists():
+                    f.create({"task_hash": h, "task_name": t["task_name"], "workload": t["workload"],
+                              "args_info": t["args_info"], "target": tb.target_dict(target)})
+            ds.add_network(key, {"network": name, "batch": batch, "input_shape": list(shape), "tasks": weights})
+            per_network.append(list(weights))
+            console.print(f"{key}: {len(tasks)} tasks")
+    order, seen = [], set()
+    for i in range(max(map(len, per_network), default=0)):
+        for tasks in per_network:
+            if i < len(tasks) and tasks[i] not in seen:
+                seen.add(tasks[i])
+                order.append(tasks[i])
+    return order[: cfg.max_tasks] if cfg.max_tasks else order
+
+
+def _counts(f: TaskFile) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in f.records():
+        counts[r["source"]] = counts.get(r["source"], 0) + 1
+    return counts
+
+
+def collect(cfg: CollectConfig = CollectConfig()) -> dict:
+    """Measure programs for every planned task until each has its quota; returns the dataset's counts."""
+    from kdcompile import tvm_backend as tb
+
+    target = tb.host_target(cfg.threads)
+    cfg.out = cfg.out or Path("datasets") / hardware_name(cfg.threads)
+    ds = Dataset(cfg.out)
+    fid = ds.add_fingerprint(fingerprint(tb.target_dict(target), tb.tvm_version()))
+    order = plan(cfg)
+    quota = {"random": cfg.random_per_task, "evolutionary": cfg.evolutionary_per_task}
+    exhausted = ds.exhausted()
+    todo = {h: {s: 0 if s in exhausted.get(h, []) else max(0, q - _counts(ds.task(h)).get(s, 0))
+                for s, q in quota.items()} for h in order}
+    total = sum(sum(v.values()) for v in todo.values())
+    start, measured = time.time(), [0]
+    with progress() as bar:
+        job = bar.add_task("collect", total=total, info="")
+        for i, h in enumerate(order):
+            f = ds.task(h)
+            mod = tb.workload_module(f.header()["workload"])
+            seen = {trace_key(r["trace"]) for r in f.records()}
+            for source, n in todo[h].items():
+                if n <= 0:
+                    continue
+
+                def sink(rows: list[dict], source=source, f=f, seen=seen) -> None:
+                    now, load = time.time(), os.getloadavg()[0]
+                    new = []
+                    for r in rows:  # the search may propose a program this task already has
+                        if (key := trace_key(r["trace"])) not in seen:
+                            seen.add(key)
+                            new.append(dict(r, source=source, fp=fid, ts=round(now, 1), load=round(load, 2)))
+                    f.append(new)
+                    measured[0] += len(new)
+                    rate = measured[0] / max(1e-9, (time.time() - start) / 60)
+                    bar.update(job, advance=len(rows), info=f"task {i + 1}/{len(order)}, {rate:.0f} programs/min")
+
+                # A resumed task gets a fresh seed, so it does not replay the programs it already has.
+                seed = cfg.seed + quota[source] - n
+                before = measured[0]
+                tb.measure_programs(mod, target, source, n, min(cfg.per_iter, n), seed, sink,
+                                    cfg.cache.expanduser() / "ms_logs", repeats=cfg.repeats)
+                if measured[0] - before < n:  # the search space ran out of new programs
+                    ds.mark_exhausted(h, source)
+                    bar.update(job, advance=n - (measured[0] - before))
+            f.pack()  # complete: its quota is met or its search is exhausted
+    return ds.count()

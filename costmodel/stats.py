@@ -1,0 +1,51 @@
+"""What a dataset holds, for its card (datasets/README.md) and <dataset>/stats.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from costmodel.dataset import Dataset, _write_json_atomic
+
+
+def stats(root: str | Path, busy_load: float = 1.5) -> dict:
+    """Counts per network, failures, collection hours, measurement noise and how much was measured on a busy
+    machine (1-min load average above `busy_load` on 2 cores: something else was running)."""
+    ds = Dataset(root)
+    nets = ds.networks()
+    per_task: dict[str, int] = {}
+    failed, loads, stamps, repeat_cv = 0, [], [], []
+    for header, r in ds.records():
+        per_task[header["task_hash"]] = per_task.get(header["task_hash"], 0) + 1
+        failed += r["run_secs"] is None
+        if r.get("load") is not None:
+            loads.append(r["load"])
+        stamps.append(r["ts"])
+        secs = r["run_secs"]
+        if secs and len(secs) > 1 and min(secs) < 1e9:
+            repeat_cv.append(float(np.std(secs) / np.mean(secs)))
+    n = sum(per_task.values())
+    ts = np.sort(np.asarray(stamps))
+    gaps = np.diff(ts)
+    hours = float(gaps[gaps < 600].sum() / 3600) if len(ts) > 1 else 0.0  # pauses between sessions excluded
+    remeasure = Path(root) / "remeasure.jsonl"
+    cv_later = [json.loads(line)["cv"] for line in remeasure.open()] if remeasure.exists() else []
+    out = {
+        "records": n,
+        "tasks": len(per_task),
+        "networks": len({v["network"] for v in nets.values()}),
+        "network_keys": len(nets),
+        "failed": failed,
+        "failure_rate": failed / n if n else 0.0,
+        "collection_hours": hours,
+        "busy_share": float(np.mean(np.asarray(loads) > busy_load)) if loads else None,
+        "repeat_cv_median": float(np.median(repeat_cv)) if repeat_cv else None,
+        "noise_cv_median": float(np.median(cv_later)) if cv_later else None,
+        "noise_sample": len(cv_later),
+        "per_network": {k: {"tasks": len(v["tasks"]), "records": sum(per_task.get(h, 0) for h in v["tasks"])}
+                        for k, v in sorted(nets.items())},
+    }
+    _write_json_atomic(Path(root) / "stats.json", out)
+    return out

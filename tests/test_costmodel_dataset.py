@@ -1,0 +1,192 @@
+"""The dataset format (no TVM) and its contact points with MetaSchedule (real tuning runs of a tiny matmul)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from costmodel.dataset import Dataset, mean_seconds, trace_key
+from costmodel.splits import split_by_network, tasks_of
+from costmodel.tokenize import tokenize
+
+HEADER = {"task_hash": "123", "task_name": "t", "workload": ["123", "abc"], "args_info": [], "target": {"kind": "llvm"}}
+
+
+def _row(i, secs=(1e-3, 2e-3)):
+    return {"trace": [[["Split", ["l0"], [i], ["l1"]]], []], "run_secs": list(secs) if secs else None,
+            "error": None if secs else "boom", "source": "random", "fp": "x", "ts": 0.0, "load": 0.1}
+
+
+def test_round_trip_pack_and_torn_tail(tmp_path):
+    ds = Dataset(tmp_path)
+    f = ds.task("123")
+    f.create(HEADER)
+    f.append([_row(0), _row(1, None)])
+    # A kill in the middle of a batch leaves a torn line: readers stop before it, the next append cuts it off.
+    with f.plain.open("a") as fh:
+        fh.write('{"trace": [[["Spl')
+    assert len(list(f.records())) == 2
+    f.append([_row(2)])
+    assert [r["trace"][0][0][2] for r in f.records()] == [[0], [1], [2]]
+    f.pack()
+    assert f.path.suffix == ".gz" and not f.plain.exists()
+    assert f.header()["workload"] == HEADER["workload"] and f.header()["format"] == 1
+    records = list(f.records())
+    assert len(records) == 3 and records[1]["run_secs"] is None and records[1]["error"] == "boom"
+    f.append([_row(3)])  # appending to a packed task reopens it
+    assert len(list(ds.task("123").records())) == 4
+    assert mean_seconds(records[0]) == pytest.approx(1.5e-3) and mean_seconds(records[1]) is None
+    assert ds.count() == {"records": 4, "failed": 1, "tasks": 1, "networks": 0}
+
+
+def test_split_keeps_test_networks_and_their_tasks_out_of_training(tmp_path):
+    ds = Dataset(tmp_path)
+    ds.add_network("resnet18@b1", {"network": "resnet18", "tasks": {"a": 1, "shared": 2}})
+    ds.add_network("resnet50@b1", {"network": "resnet50", "tasks": {"b": 1, "shared": 1}})
+    split = split_by_network(ds, test_networks=("resnet50",))
+    assert tasks_of(split["train"]) == ["a"] and tasks_of(split["test"]) == ["b", "shared"]
+    assert split["test"]["resnet50@b1"]["shared"] == 1
+
+
+def test_tokens_ignore_block_names():
+    trace = [[["GetSBlock", [], ["matmul", "main"], ["b0"]], ["GetLoops", ["b0"], [], ["l1", "l2"]],
+              ["SamplePerfectTile", ["l1"], [4, 64], ["v3", "v4", "v5", "v6"]],
+              ["SampleCategorical", [], [[0, 16, 64, 512], [0.25, 0.25, 0.25, 0.25]], ["v7"]],
+              ["Annotate", ["b0", "v7"], ["meta_schedule.unroll_explicit"], []]], [[2, [16, 1, 1, 16]], [3, 2]]]
+    renamed = json.loads(json.dumps(trace).replace("matmul", "conv2d_nchw"))
+    k1, n1 = tokenize(trace)
+    k2, n2 = tokenize(renamed)
+    assert np.array_equal(k1, k2) and np.array_equal(n1, n2)
+    assert n1[2, 0] == pytest.approx(np.log2(17))  # tile factor 16 on the numeric channel
+    assert n1[3, 0] == pytest.approx(np.log2(65))  # categorical index 2 -> unroll 64
+    assert (k1 > 0).all()  # every kind is known
+
+
+# ---- with TVM: a real MetaSchedule run on a tiny matmul --------------------------------------------------------
+MATMUL = """
+import tvm
+from tvm.script import ir as I, tirx as T
+
+@I.ir_module
+class Mod:
+    @T.prim_func
+    def main(a: T.Buffer((64, 64), "float32"), b: T.Buffer((64, 64), "float32"), c: T.Buffer((64, 64), "float32")):
+        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+        for i, j, k in T.grid(64, 64, 64):
+            with T.sblock("matmul"):
+                vi, vj, vk = T.axis.remap("SSR", [i, j, k])
+                with T.init():
+                    c[vi, vj] = T.float32(0)
+                c[vi, vj] = c[vi, vj] + a[vi, vk] * b[vk, vj]
+"""
+
+
+@pytest.fixture(scope="module")
+def tb():
+    from kdcompile import tvm_backend
+
+    return tvm_backend
+
+
+@pytest.fixture(scope="module")
+def matmul(tb, tmp_path_factory):
+    path = tmp_path_factory.mktemp("src") / "matmul_mod.py"
+    path.write_text(MATMUL)
+    sys.path.insert(0, str(path.parent))
+    import matmul_mod
+
+    return matmul_mod.Mod
+
+
+@pytest.mark.slow
+def test_offline_features_equal_tuning_features_and_json_database_round_trip(tb, matmul, tmp_path):
+    from tvm.s_tir import meta_schedule as ms
+
+    from costmodel.jsondb import export_json_database, import_json_database
+
+    target = tb.host_target(2)
+    rows = []
+    tb.measure_programs(matmul, target, "random", 8, 8, 0, rows.extend, tmp_path / "logs", repeats=2,
+                        min_repeat_ms=1, with_features=True)
+    assert len(rows) == 8
+    workload = tb.plain_json(ms.database.Workload(matmul).as_json())
+    args = tb.plain_json([a.as_json() for a in ms.arg_info.ArgInfo.from_entry_func(matmul)])
+    offline = tb.per_store_features(workload, args, tb.target_dict(target), [r["trace"] for r in rows])
+    for r, f in zip(rows, offline):
+        assert np.array_equal(r["features"], f)
+
+    # Our format -> MetaSchedule JSONDatabase (read back by MetaSchedule itself) -> our format again.
+    ds = Dataset(tmp_path / "ds")
+    h = tb.structural_hash(workload)
+    ds.task(h).create({"task_hash": h, "task_name": "matmul", "workload": workload, "args_info": args,
+                       "target": tb.target_dict(target)})
+    ds.task(h).append([{k: v for k, v in r.items() if k != "features"} | {"source": "random", "fp": None,
+                                                                           "ts": 0.0, "load": 0.0} for r in rows])
+    assert export_json_database(ds, tmp_path / "msdb") == 8
+    db = ms.database.JSONDatabase(work_dir=str(tmp_path / "msdb"))
+    got = sorted(float(np.mean([float(s) for s in rec.run_secs])) for rec in db.get_all_tuning_records())
+    want = sorted(mean_seconds(r) or 1e10 for r in rows)
+    assert np.allclose(got, want)
+    back = Dataset(tmp_path / "back")
+    assert import_json_database(back, tmp_path / "msdb", "matmul") == len({trace_key(r["trace"]) for r in rows})
+    assert import_json_database(back, tmp_path / "msdb", "matmul") == 0  # deduplicated
+    assert {trace_key(r["trace"]) for _, r in back.records()} == {trace_key(r["trace"]) for r in rows}
+
+
+@pytest.mark.slow
+def test_import_of_a_real_tuning_database(tb, matmul, tmp_path):
+    from costmodel.jsondb import import_json_database
+
+    tb.tune(matmul, tb.host_target(2), tmp_path / "work", num_trials=8, cost_model="random")
+    ds = Dataset(tmp_path / "ds")
+    n = import_json_database(ds, tmp_path / "work", "matmul")
+    assert n == tb.count_records(tmp_path / "work") or n == len({trace_key(r["trace"]) for _, r in ds.records()})
+    assert n >= 1 and ds.networks()["matmul"]["tasks"]
+    (header, record), = list(ds.records())[:1]
+    assert header["workload"][0] == ds.task_hashes()[0] and record["source"] == "import"
+
+
+COLLECT = """
+import sys
+from pathlib import Path
+from torch import nn
+from costmodel import zoo
+from costmodel.collect import CollectConfig, collect
+zoo.NETWORKS = {"mlp": (lambda: nn.Sequential(nn.Linear(32, 32), nn.ReLU()), (1, 32))}
+collect(CollectConfig(out=Path(sys.argv[1]), networks=("mlp",), batches=(1,), random_per_task=12,
+                      evolutionary_per_task=0, per_iter=4, repeats=1, cache=Path(sys.argv[2])))
+"""
+
+
+@pytest.mark.slow
+def test_collection_resumes_after_a_kill(tmp_path):
+    out, cache = tmp_path / "ds", tmp_path / "cache"
+    cmd = [sys.executable, "-c", COLLECT, str(out), str(cache)]
+    env = dict(os.environ, KDCOMPILE_QUIET="1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+
+    def n_records():
+        return Dataset(out).count()["records"] if (out / "tasks").exists() else 0
+
+    while time.time() < deadline and n_records() < 4:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = Dataset(out).count()["records"]
+    assert 4 <= first < 12 * len(Dataset(out).task_hashes())
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ds = Dataset(out)
+    exhausted = ds.exhausted()
+    for h in ds.task_hashes():
+        records = [r for _, r in ds.records([h])]
+        assert len(records) == 12 or "random" in exhausted.get(h, [])
+        assert ds.task(h).path.suffix == ".gz"  # complete tasks are packed
+    assert ds.count()["records"] > first
