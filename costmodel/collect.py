@@ -140,7 +140,10 @@ def collect(cfg: CollectConfig = CollectConfig()) -> dict:
                     f.append(new)
                     measured[0] += len(new)
                     rate = measured[0] / max(1e-9, (time.time() - start) / 60)
-                    bar.update(job, advance=len(rows), info=f"task {i + 1}/{len(order)}, {rate:.0f} programs/min")
+                    info = f"task {i + 1}/{len(order)}, {rate:.0f} programs/min"
+                    bar.update(job, advance=len(rows), info=info)
+                    if bar.disable:  # no terminal: a line per batch, for the log
+                        console.print(f"collect: {measured[0]} programs, {info}, load {load:.2f}")
 
                 # A resumed task gets a fresh seed, so it does not replay the programs it already has.
                 seed = cfg.seed + quota[source] - n

@@ -29,6 +29,20 @@ from tvm.s_tir import meta_schedule as ms  # noqa: E402
 MS_LOGGER = "tvm.s_tir.meta_schedule"
 
 
+def quiet_ms_logging() -> None:
+    """Keep MetaSchedule's per-batch task tables out of the console (they stay in work_dir/logs).
+
+    Its logger setup reads the level each time loggers are created and resets it to DEBUG, so this runs before
+    every creation. It also re-lists the logger's existing handlers by name and crashes on an unnamed one
+    (pytest adds such), so those are dropped here.
+    """
+    logger = logging.getLogger(MS_LOGGER)
+    for handler in list(logger.handlers):
+        if handler.get_name() is None:
+            logger.removeHandler(handler)
+    logger.setLevel(logging.WARNING)
+
+
 def host_target(num_cores: int = 2) -> tvm.target.Target:
     """An LLVM target for this CPU by name, so that LLVM uses all its vector units."""
     return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": num_cores})
@@ -108,14 +122,12 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trial
     # The gradient scheduler warms up every task with one batch; a batch larger than trials/tasks starves some
     # tasks entirely, and an untuned task runs as naive loops.
     per_iter = max(1, min(64, remaining // len(tasks)))
-    # MetaSchedule prints a task table per batch to stdout; keep it in work_dir/logs only. Its logger setup reads
-    # the level when loggers are created (twice), and resets it to DEBUG each time.
-    logging.getLogger(MS_LOGGER).setLevel(logging.WARNING)
+    quiet_ms_logging()
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(tasks, str(work_dir), seed=seed)
     callbacks = ms.measure_callback.MeasureCallback.create("default")
     if on_batch is not None:
         callbacks = list(callbacks) + [ProgressCallback(on_batch)]
-    logging.getLogger(MS_LOGGER).setLevel(logging.WARNING)
+    quiet_ms_logging()
     ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=remaining,
                   num_trials_per_iter=per_iter, builder=ms.builder.LocalBuilder(f_build=fast_build, timeout_sec=120),
                   runner=ms.runner.LocalRunner(timeout_sec=60), database="json", cost_model=cost_model,
@@ -229,12 +241,12 @@ def measure_programs(mod: tvm.IRModule, target: tvm.target.Target, strategy: str
     samples of the design space) or "evolutionary" (MetaSchedule's search with XGBoost, so good programs
     are present). Builds run in parallel; measurements one at a time with `repeats` timed repeats each."""
     search = {"random": "replay-trace", "evolutionary": "evolutionary"}[strategy]
-    logging.getLogger(MS_LOGGER).setLevel(logging.WARNING)
+    quiet_ms_logging()
     ctx = ms.TuneContext(mod=mod, target=target, space_generator="post-order-apply", search_strategy=search,
                          task_name="task", rand_state=seed, num_threads=int(target.attrs.get("num-cores", 2)),
                          logger=ms.logging.get_loggers_from_work_dir(str(work_dir), ["task"])[0]).clone()
     evaluator = ms.runner.EvaluatorConfig(number=1, repeat=repeats, min_repeat_ms=min_repeat_ms)
-    logging.getLogger(MS_LOGGER).setLevel(logging.WARNING)
+    quiet_ms_logging()
     ms.tune_tasks(tasks=[ctx], task_weights=[1.0], work_dir=str(work_dir), max_trials_global=num_trials,
                   num_trials_per_iter=per_iter, database="memory",
                   builder=ms.builder.LocalBuilder(f_build=fast_build, timeout_sec=120),

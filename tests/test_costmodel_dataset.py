@@ -69,24 +69,6 @@ def test_tokens_ignore_block_names():
 
 
 # ---- with TVM: a real MetaSchedule run on a tiny matmul --------------------------------------------------------
-MATMUL = """
-import tvm
-from tvm.script import ir as I, tirx as T
-
-@I.ir_module
-class Mod:
-    @T.prim_func
-    def main(a: T.Buffer((64, 64), "float32"), b: T.Buffer((64, 64), "float32"), c: T.Buffer((64, 64), "float32")):
-        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
-        for i, j, k in T.grid(64, 64, 64):
-            with T.sblock("matmul"):
-                vi, vj, vk = T.axis.remap("SSR", [i, j, k])
-                with T.init():
-                    c[vi, vj] = T.float32(0)
-                c[vi, vj] = c[vi, vj] + a[vi, vk] * b[vk, vj]
-"""
-
-
 @pytest.fixture(scope="module")
 def tb():
     from kdcompile import tvm_backend
@@ -95,13 +77,23 @@ def tb():
 
 
 @pytest.fixture(scope="module")
-def matmul(tb, tmp_path_factory):
-    path = tmp_path_factory.mktemp("src") / "matmul_mod.py"
-    path.write_text(MATMUL)
-    sys.path.insert(0, str(path.parent))
-    import matmul_mod
+def linear_onnx(tmp_path_factory):
+    import torch
 
-    return matmul_mod.Mod
+    from kdcompile.export import to_onnx
+
+    path = tmp_path_factory.mktemp("net") / "linear.onnx"
+    to_onnx(torch.nn.Linear(64, 64).eval(), torch.zeros(16, 64), path, opset=18)
+    return path
+
+
+@pytest.fixture(scope="module")
+def matmul(tb, linear_onnx):
+    """The dense task of a one-layer network, lowered the way `kdcompile tune` lowers it."""
+    from kdcompile.export import INPUT_NAME
+
+    tasks = tb.network_tasks(linear_onnx, INPUT_NAME, (16, 64), tb.host_target(2))
+    return max(tasks, key=lambda t: len(str(t["mod"])))["mod"]
 
 
 @pytest.mark.slow
@@ -140,16 +132,20 @@ def test_offline_features_equal_tuning_features_and_json_database_round_trip(tb,
 
 
 @pytest.mark.slow
-def test_import_of_a_real_tuning_database(tb, matmul, tmp_path):
+def test_import_of_a_real_tuning_database(tb, linear_onnx, tmp_path):
     from costmodel.jsondb import import_json_database
+    from kdcompile.export import INPUT_NAME
 
-    tb.tune(matmul, tb.host_target(2), tmp_path / "work", num_trials=8, cost_model="random")
+    target = tb.host_target(2)
+    tb.tune(tb.lower(tb.import_onnx(linear_onnx, INPUT_NAME, (16, 64)), target), target, tmp_path / "work",
+            num_trials=8, cost_model="random")
     ds = Dataset(tmp_path / "ds")
-    n = import_json_database(ds, tmp_path / "work", "matmul")
-    assert n == tb.count_records(tmp_path / "work") or n == len({trace_key(r["trace"]) for _, r in ds.records()})
-    assert n >= 1 and ds.networks()["matmul"]["tasks"]
-    (header, record), = list(ds.records())[:1]
-    assert header["workload"][0] == ds.task_hashes()[0] and record["source"] == "import"
+    n = import_json_database(ds, tmp_path / "work", "linear")
+    unique = {(h["task_hash"], trace_key(r["trace"])) for h, r in ds.records()}
+    assert 1 <= n == len(unique) <= tb.count_records(tmp_path / "work")
+    assert sorted(ds.networks()["linear"]["tasks"]) == ds.task_hashes()
+    header, record = next(ds.records())
+    assert header["workload"][0] in ds.task_hashes() and record["source"] == "import"
 
 
 COLLECT = """
