@@ -26,6 +26,7 @@ class CollectConfig:
     batches: tuple[int, ...] = zoo.BATCHES
     random_per_task: int = 64
     evolutionary_per_task: int = 128
+    first_pass: int = 24  # programs per source every task gets before any task gets more
     per_iter: int = 32  # programs built (in parallel) then measured (one at a time) per batch
     repeats: int = 5  # timed repeats kept per program
     seed: int = 0
@@ -106,7 +107,11 @@ def _counts(f: TaskFile) -> dict[str, int]:
 
 
 def collect(cfg: CollectConfig = CollectConfig()) -> dict:
-    """Measure programs for every planned task until each has its quota; returns the dataset's counts."""
+    """Measure programs for every planned task until each has its quota; returns the dataset's counts.
+
+    Breadth first: a first pass gives every task `first_pass` programs per source before a second pass tops
+    each up to its full quota, so an interrupted collection still covers every network.
+    """
     from kdcompile import tvm_backend as tb
 
     target = tb.host_target(cfg.threads)
@@ -114,44 +119,55 @@ def collect(cfg: CollectConfig = CollectConfig()) -> dict:
     ds = Dataset(cfg.out)
     fid = ds.add_fingerprint(fingerprint(tb.target_dict(target), tb.tvm_version()))
     order = plan(cfg)
-    quota = {"random": cfg.random_per_task, "evolutionary": cfg.evolutionary_per_task}
+    full = {"random": cfg.random_per_task, "evolutionary": cfg.evolutionary_per_task}
+    passes = [{s: min(q, cfg.first_pass) for s, q in full.items()}, full]
+    have = {h: _counts(ds.task(h)) for h in order}
     exhausted = ds.exhausted()
-    todo = {h: {s: 0 if s in exhausted.get(h, []) else max(0, q - _counts(ds.task(h)).get(s, 0))
-                for s, q in quota.items()} for h in order}
-    total = sum(sum(v.values()) for v in todo.values())
+
+    def missing(h: str, source: str, quota: dict) -> int:
+        return 0 if source in exhausted.get(h, []) else max(0, quota[source] - have[h].get(source, 0))
+
+    total = sum(missing(h, s, full) for h in order for s in full)
     start, measured = time.time(), [0]
     with progress() as bar:
         job = bar.add_task("collect", total=total, info="")
-        for i, h in enumerate(order):
-            f = ds.task(h)
-            mod = tb.workload_module(f.header()["workload"])
-            seen = {trace_key(r["trace"]) for r in f.records()}
-            for source, n in todo[h].items():
-                if n <= 0:
+        for quota in passes:
+            for i, h in enumerate(order):
+                f = ds.task(h)
+                todo = {s: missing(h, s, quota) for s in quota}
+                if not any(todo.values()):
                     continue
+                mod = tb.workload_module(f.header()["workload"])
+                seen = {trace_key(r["trace"]) for r in f.records()}
+                for source, n in todo.items():
+                    if n <= 0:
+                        continue
 
-                def sink(rows: list[dict], source=source, f=f, seen=seen) -> None:
-                    now, load = time.time(), os.getloadavg()[0]
-                    new = []
-                    for r in rows:  # the search may propose a program this task already has
-                        if (key := trace_key(r["trace"])) not in seen:
-                            seen.add(key)
-                            new.append(dict(r, source=source, fp=fid, ts=round(now, 1), load=round(load, 2)))
-                    f.append(new)
-                    measured[0] += len(new)
-                    rate = measured[0] / max(1e-9, (time.time() - start) / 60)
-                    info = f"task {i + 1}/{len(order)}, {rate:.0f} programs/min"
-                    bar.update(job, advance=len(rows), info=info)
-                    if bar.disable:  # no terminal: a line per batch, for the log
-                        console.print(f"collect: {measured[0]} programs, {info}, load {load:.2f}")
+                    def sink(rows: list[dict], source=source, f=f, seen=seen, i=i) -> None:
+                        now, load = time.time(), os.getloadavg()[0]
+                        new = []
+                        for r in rows:  # the search may propose a program this task already has
+                            if (key := trace_key(r["trace"])) not in seen:
+                                seen.add(key)
+                                new.append(dict(r, source=source, fp=fid, ts=round(now, 1), load=round(load, 2)))
+                        f.append(new)
+                        measured[0] += len(new)
+                        rate = measured[0] / max(1e-9, (time.time() - start) / 60)
+                        info = f"task {i + 1}/{len(order)}, {rate:.0f} programs/min"
+                        bar.update(job, advance=len(new), info=info)
+                        if bar.disable:  # no terminal: a line per batch, for the log
+                            console.print(f"collect: {measured[0]} programs, {info}, load {load:.2f}")
 
-                # A resumed task gets a fresh seed, so it does not replay the programs it already has.
-                seed = cfg.seed + quota[source] - n
-                before = measured[0]
-                tb.measure_programs(mod, target, source, n, min(cfg.per_iter, n), seed, sink,
-                                    cfg.cache.expanduser() / "ms_logs", repeats=cfg.repeats)
-                if measured[0] - before < n:  # the search space ran out of new programs
-                    ds.mark_exhausted(h, source)
-                    bar.update(job, advance=n - (measured[0] - before))
-            f.pack()  # complete: its quota is met or its search is exhausted
+                    # A resumed task gets a fresh seed, so it does not replay the programs it already has.
+                    seed = cfg.seed + have[h].get(source, 0)
+                    before = measured[0]
+                    tb.measure_programs(mod, target, source, n, min(cfg.per_iter, n), seed, sink,
+                                        cfg.cache.expanduser() / "ms_logs", repeats=cfg.repeats)
+                    got = measured[0] - before
+                    have[h][source] = have[h].get(source, 0) + got
+                    if got < n:  # the search ran out of new programs
+                        ds.mark_exhausted(h, source)
+                        exhausted.setdefault(h, []).append(source)
+                if not any(missing(h, s, full) for s in full):
+                    f.pack()
     return ds.count()
