@@ -31,7 +31,9 @@ DataOpt = typer.Option(None, "--data", help="Built-in dataset (mnist5k, digits) 
                                             "(default: the one the teacher file names).")
 FlopsOpt = typer.Option(0.25, "--flops-ratio", help="The pruned student has at most this fraction of the teacher's "
                                                     "FLOPs.")
-StudentOpt = typer.Option(None, "--student", help="package.module:factory of your own student architecture.")
+StudentOpt = typer.Option(None, "--student", help="depth:K keeps K evenly spaced repeated blocks of the teacher; "
+                                                  "package.module:factory builds your own architecture. "
+                                                  "Default: width pruning to --flops-ratio.")
 EpochsOpt = typer.Option(8, "--epochs", help="Distillation epochs.")
 TempOpt = typer.Option(4.0, "--temperature", "-T", help="KD temperature.")
 AlphaOpt = typer.Option(0.9, "--alpha", help="Weight of the KD loss; 1-alpha goes to cross-entropy on labels.")

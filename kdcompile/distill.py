@@ -19,7 +19,7 @@ from kdcompile.load import LoadedModel, check_input_shape, import_factory, load_
 from kdcompile.losses import LOSSES
 from kdcompile.progress import console
 from kdcompile.rundir import RunDir
-from kdcompile.student import flops_and_params, prune_width
+from kdcompile.student import flops_and_params, keep_blocks, prune_width
 from kdcompile.train import accuracy, agreement, fit, predict
 
 
@@ -42,7 +42,7 @@ class DistillConfig:
 
     data: str | None = None  # built-in dataset name or .npy/.pt file; default: the one the teacher file names
     flops_ratio: float = 0.25  # the pruned student has at most this fraction of the teacher's FLOPs
-    student: str | None = None  # package.module:factory for your own student instead of a pruned teacher
+    student: str | None = None  # "depth:K" (keep K repeated blocks) or package.module:factory (your own)
     loss: str = "hinton"
     temperature: float = 4.0
     alpha: float = 0.9  # weight of the KD term; (1 - alpha) goes to cross-entropy on labels, when there are labels
@@ -74,11 +74,18 @@ def resolve_input_shape(teacher: LoadedModel, spec: TeacherSpec, ds: Dataset | N
 
 
 def build_student(teacher: LoadedModel, example: torch.Tensor, cfg: DistillConfig) -> nn.Module:
-    if cfg.student:
+    """`student` is None (width pruning to `flops_ratio`), "depth:K" (keep K repeated blocks) or a factory."""
+    if cfg.student and not cfg.student.startswith("depth:"):
         return import_factory(cfg.student)().eval()
     if not teacher.is_eager:
         raise KdError(f"A {teacher.kind.replace('_', ' ')} teacher is a compiled graph that cannot be pruned; "
                       "pass --student package.module:factory to distil into your own architecture.")
+    if cfg.student:
+        try:
+            num_blocks = int(cfg.student.split(":", 1)[1])
+        except ValueError:
+            raise KdError(f"--student depth:K needs a whole number of blocks, got '{cfg.student}'.") from None
+        return keep_blocks(teacher.module, example, num_blocks)
     return prune_width(teacher.module, example, cfg.flops_ratio)
 
 

@@ -151,3 +151,47 @@ LOSSES: dict[str, Callable[..., Tensor]] = {
     "gjsd": generalized_jsd,
     "tvd": total_variation,
 }
+
+
+def _token_entropy_and_jsd(z_s: Tensor, z_t: Tensor) -> tuple[Tensor, Tensor]:
+    """Per row: the student's entropy H(q) and the symmetric JSD(q, p) (beta = 0.5), both in nats."""
+    log_q, log_p = _log_probs(z_s.detach()), _log_probs(z_t.detach())
+    entropy = -torch.where(torch.isfinite(log_q), log_q.exp() * log_q, 0.0).sum(-1)
+    log_m = _log_mix(log_p, log_q, 0.5)
+    jsd = 0.5 * _kl_rows(log_p, log_m) + 0.5 * _kl_rows(log_q, log_m)
+    return entropy, jsd
+
+
+def tip_select(z_s: Tensor, z_t: Tensor, mask: Tensor | None = None, ratio: float = 0.5,
+               mode: str = "soft_or", alpha: float = 1.0, gamma: float = 1.0,
+               generator: torch.Generator | None = None) -> Tensor:
+    """TIP token selection (arXiv 2604.14084): which tokens to train on, as a bool mask (n,).
+
+    Tokens are scored on two axes, the student's entropy and the teacher-student divergence (JSD):
+    - "soft_or" (the paper's parameter-free rule): min-max normalise both over the counted tokens of the batch,
+      score = h + d - h d (a probabilistic OR), keep the top `ratio`. Both high-entropy tokens and
+      "overconfident and wrong" ones (low entropy, high divergence) score high.
+    - "sampler" (the released code's form): weight = max(H / ln V, 1e-8)^alpha * max(JSD / ln 2, 1e-8)^gamma,
+      sample the kept tokens without replacement in proportion to it.
+    At least one token is kept when any counts.
+    """
+    counted = torch.ones(len(z_s), dtype=torch.bool) if mask is None else mask.bool()
+    n_keep = max(1, int(ratio * int(counted.sum()))) if counted.any() else 0
+    entropy, jsd = _token_entropy_and_jsd(z_s, z_t)
+    if mode == "soft_or":
+        def minmax(x: Tensor) -> Tensor:
+            lo, hi = x[counted].min(), x[counted].max()
+            return (x - lo) / (hi - lo).clamp_min(1e-12)
+
+        h, d = minmax(entropy), minmax(jsd)
+        score = (h + d - h * d).masked_fill(~counted, -1.0)
+        keep_idx = torch.topk(score, n_keep).indices
+    elif mode == "sampler":
+        weight = (entropy / math.log(z_s.shape[-1])).clamp_min(1e-8) ** alpha \
+            * (jsd / math.log(2)).clamp_min(1e-8) ** gamma
+        keep_idx = torch.multinomial(weight * counted, n_keep, replacement=False, generator=generator)
+    else:
+        raise ValueError(f"mode must be 'soft_or' or 'sampler', got {mode!r}")
+    keep = torch.zeros(len(z_s), dtype=torch.bool)
+    keep[keep_idx] = True
+    return keep & counted

@@ -66,3 +66,62 @@ def prune_width(model: nn.Module, example_input: torch.Tensor, flops_ratio: floa
             return best
     raise KdError(f"Width pruning cannot bring the teacher to {flops_ratio:.3g} of its FLOPs; "
                   "pass a larger --flops-ratio or your own --student.")
+
+
+def _shape_preserving_runs(model: nn.Module, example_input: torch.Tensor) -> list[tuple[str, list[int]]]:
+    """For every Sequential/ModuleList, the longest run of consecutive same-type children whose output shape equals
+    their input shape (only such blocks can be dropped without breaking the network)."""
+    shapes: dict[nn.Module, tuple] = {}
+    handles = [m.register_forward_hook(lambda m, i, o: shapes.__setitem__(
+        m, (tuple(i[0].shape) if i and isinstance(i[0], torch.Tensor) else None,
+            tuple(o.shape) if isinstance(o, torch.Tensor) else None)))
+        for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for h in handles:
+            h.remove()
+    runs = []
+    for name, container in model.named_modules():
+        if not isinstance(container, (nn.Sequential, nn.ModuleList)):
+            continue
+        children = list(container)
+        best: list[int] = []
+        current: list[int] = []
+        for i, child in enumerate(children):
+            s = shapes.get(child)
+            ok = s is not None and s[0] is not None and s[0] == s[1] and not isinstance(child, (nn.ReLU, nn.Dropout))
+            if ok and current and type(children[current[-1]]) is type(child):
+                current.append(i)
+            else:
+                current = [i] if ok else []
+            if len(current) > len(best):
+                best = list(current)
+        if len(best) >= 2:
+            runs.append((name, best))
+    return runs
+
+
+def keep_blocks(model: nn.Module, example_input: torch.Tensor, num_blocks: int) -> nn.Module:
+    """Depth reduction, DistilBERT style: in the longest run of repeated same-shape blocks, keep `num_blocks`
+    evenly spaced ones, the first and last included (idx_i = round(i (L - 1) / (k - 1))), weights copied."""
+    runs = _shape_preserving_runs(model, example_input)
+    if not runs:
+        raise KdError("The teacher has no run of repeated same-shape blocks (Sequential/ModuleList) to drop from.")
+    name, run = max(runs, key=lambda r: len(r[1]))
+    if not 1 <= num_blocks < len(run):
+        raise KdError(f"The longest run of repeated blocks ({name or 'the model'}) has {len(run)} blocks; "
+                      f"keep between 1 and {len(run) - 1}.")
+    picks = [run[0]] if num_blocks == 1 else \
+        [run[round(i * (len(run) - 1) / (num_blocks - 1))] for i in range(num_blocks)]
+    dropped = set(run) - set(picks)
+    student = copy.deepcopy(model)
+    container = student.get_submodule(name) if name else student
+    kept = [child for i, child in enumerate(container) if i not in dropped]
+    replacement = type(container)(*kept) if isinstance(container, nn.Sequential) else nn.ModuleList(kept)
+    if name:
+        parent_name, _, attr = name.rpartition(".")
+        setattr(student.get_submodule(parent_name) if parent_name else student, attr, replacement)
+        return student.eval()
+    return replacement.eval()

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from kdcompile.losses import LOSSES, dkd, forward_kl, generalized_jsd, hinton_kd, hpd, reverse_kl, skew_kl, \
+from kdcompile.losses import LOSSES, dkd, forward_kl, generalized_jsd, hinton_kd, hpd, reverse_kl, skew_kl, tip_select, \
     skew_reverse_kl, total_variation
 
 torch.manual_seed(0)
@@ -101,3 +101,22 @@ def test_hpd_matches_its_equation_on_one_token():
     assert torch.allclose(z_s.grad[0], grad, atol=1e-5)
     # y^ == y: k^ = k > 0, so w = k + p(y) and the second term vanishes.
     assert hpd(z_s, z_t, y, y).item() == pytest.approx(-(k + 0.7) * math.log(0.5), rel=1e-5)
+
+
+def test_tip_soft_or_keeps_uncertain_and_overconfident_wrong_tokens():
+    right = torch.tensor([10.0, 0, 0, 0, 0])
+    wrong = torch.tensor([0, 0, 0, 0, 10.0])
+    uniform = torch.zeros(5)
+    # token:        0 agrees, 1 agrees, 2 uncertain student, 3 student sure of the wrong token
+    z_s = torch.stack([right, right, uniform, right])
+    z_t = torch.stack([right, right, right, wrong])
+    assert tip_select(z_s, z_t, ratio=0.5).tolist() == [False, False, True, True]
+    mask = torch.tensor([True, True, False, True])
+    assert tip_select(z_s, z_t, mask=mask, ratio=0.34).tolist() == [False, False, False, True]
+
+
+def test_tip_sampler_keeps_the_requested_share_of_counted_tokens():
+    z_s, z_t = torch.randn(100, 11), torch.randn(100, 11)
+    mask = torch.arange(100) < 80
+    keep = tip_select(z_s, z_t, mask=mask, ratio=0.25, mode="sampler", generator=torch.Generator().manual_seed(0))
+    assert keep.sum() == 20 and not keep[80:].any()
