@@ -48,4 +48,18 @@ def stats(root: str | Path, busy_load: float = 1.5) -> dict:
                         for k, v in sorted(nets.items())},
     }
     _write_json_atomic(Path(root) / "stats.json", out)
+    (Path(root) / "stats.md").write_text(render(out))
     return out
+
+
+def render(s: dict) -> str:
+    """The per-network table for the dataset card."""
+    fmt = lambda v, spec: "n/a" if v is None else format(v, spec)  # noqa: E731
+    lines = [f"{s['records']} programs, {s['tasks']} tasks, {s['networks']} networks ({s['network_keys']} "
+             f"network/batch pairs); {s['failure_rate']:.1%} failed; {s['collection_hours']:.2f} h of collection; "
+             f"{fmt(s['busy_share'], '.0%')} measured while the 1-min load average was above 1.5; median CV of "
+             f"the repeats {fmt(s['repeat_cv_median'], '.3f')}; median CV when re-measured later "
+             f"{fmt(s['noise_cv_median'], '.3f')} over {s['noise_sample']} programs.", "",
+             "| network@batch | tasks | programs |", "|---|---|---|"]
+    lines += [f"| {k} | {v['tasks']} | {v['records']} |" for k, v in s["per_network"].items()]
+    return "\n".join(lines) + "\n"

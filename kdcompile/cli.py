@@ -185,6 +185,15 @@ def costmodel_export(dataset: Path = typer.Argument(..., help="Dataset folder.")
     print(f"wrote {export_json_database(Dataset(dataset), out)} records to {out}")
 
 
+@costmodel_app.command("remeasure")
+def costmodel_remeasure(dataset: Path = typer.Argument(..., help="Dataset folder."),
+                        sample: int = typer.Option(500, "--sample", help="How many programs to time again.")) -> None:
+    """Time a random sample of programs again to measure the data's noise (run it on an idle machine)."""
+    from costmodel.remeasure import remeasure
+
+    print(remeasure(dataset, sample))
+
+
 @costmodel_app.command("stats")
 def costmodel_stats(dataset: Path = typer.Argument(..., help="Dataset folder.")) -> None:
     """Counts per network, failure rate and collection time; writes <dataset>/stats.json."""

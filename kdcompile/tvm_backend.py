@@ -272,3 +272,32 @@ def per_store_features(workload_json: list, args_info_json: list, target_json: d
         candidates.append(ms.MeasureCandidate(sch, args))
     ctx = ms.TuneContext(mod=mod, target=target, num_threads=int(target.attrs.get("num-cores", 1)))
     return [f.numpy() for f in ms.feature_extractor.PerStoreFeature().extract_from(ctx, candidates)]
+
+
+def remeasure(workload_json: list, args_info_json: list, target_json: dict, traces: list[list],
+              repeats: int = 5, min_repeat_ms: int = 15) -> list[list[float] | None]:
+    """Build and time programs again, exactly as the collector did (to measure how repeatable the data is).
+    Returns every repeat's seconds per program, or None where building or running failed."""
+    from tvm.s_tir.schedule import Trace
+
+    mod = workload_module(workload_json)
+    target = tvm.target.Target(target_json)
+    args = [ms.arg_info.ArgInfo.from_json(a) for a in args_info_json]
+    inputs = []
+    for trace in traces:
+        sch = tvm.s_tir.Schedule(mod)
+        Trace.apply_json_to_schedule(trace, sch)
+        inputs.append(ms.builder.BuilderInput(sch.mod, target))
+    built = ms.builder.LocalBuilder(f_build=fast_build, timeout_sec=120).build(inputs)
+    runner = ms.runner.LocalRunner(timeout_sec=60, evaluator_config=ms.runner.EvaluatorConfig(
+        number=1, repeat=repeats, min_repeat_ms=min_repeat_ms))
+    ok = [b for b in built if b.error_msg is None]
+    futures = iter(runner.run([ms.runner.RunnerInput(b.artifact_path, "cpu", args) for b in ok]))
+    out = []
+    for b in built:
+        if b.error_msg is not None:
+            out.append(None)
+            continue
+        r = next(futures).result()
+        out.append(None if r.error_msg else [float(s) for s in r.run_secs])
+    return out

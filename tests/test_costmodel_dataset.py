@@ -130,6 +130,15 @@ def test_offline_features_equal_tuning_features_and_json_database_round_trip(tb,
     assert import_json_database(back, tmp_path / "msdb", "matmul") == 0  # deduplicated
     assert {trace_key(r["trace"]) for _, r in back.records()} == {trace_key(r["trace"]) for r in rows}
 
+    # Noise: the same programs timed again, later.
+    from costmodel.remeasure import remeasure
+
+    summary = remeasure(ds.root, sample=3)
+    lines = [json.loads(line) for line in (ds.root / "remeasure.jsonl").open()]
+    assert summary["remeasured"] == len(lines) == 3
+    assert all(len(line["after_s"]) == 5 and min(line["after_s"]) > 0 and line["cv"] >= 0 for line in lines)
+    assert remeasure(ds.root, sample=3)["remeasured"] == 0  # already has its sample
+
 
 @pytest.mark.slow
 def test_import_of_a_real_tuning_database(tb, linear_onnx, tmp_path):
