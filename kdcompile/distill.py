@@ -93,14 +93,21 @@ def distill(spec: TeacherSpec, run_dir: Path, cfg: DistillConfig = DistillConfig
     """Build the student, distil it, and save it with its metrics. Returns distill.json's content.
 
     A run folder that already holds a student distilled from the same teacher with the same config is reused
-    (so that rerunning distill-and-tune resumes at tuning) unless `force`.
+    (so that rerunning distill-and-tune resumes at tuning) unless `force`. Training state is checkpointed every
+    epoch; an interrupted run with the same teacher and config resumes from it (same result as uninterrupted).
     """
     run = RunDir(run_dir)
+    identity = {"config": asdict(cfg), "teacher_sha256": file_sha256(spec.path)}
     if not force and run.student.exists() and (run.root / "distill.json").exists():
         done = run.read_json("distill.json")
-        if done.get("config") == asdict(cfg) and done.get("teacher_sha256") == file_sha256(spec.path):
+        if {k: done.get(k) for k in identity} == identity:
             console.print(f"reusing the student in {run.root} (same teacher and config; --force to redo)")
             return done
+    state, state_id = run.root / "distill_state.pt", run.root / "distill_state.json"
+    resume = not force and state.exists() and state_id.exists() and run.read_json(state_id.name) == identity
+    if resume:
+        console.print(f"resuming distillation from {state}")
+    run.write_json(state_id.name, identity)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     if cfg.loss not in LOSSES:
@@ -136,7 +143,7 @@ def distill(spec: TeacherSpec, run_dir: Path, cfg: DistillConfig = DistillConfig
 
     fit(student, ds.x_train, ds.y_train, loss_fn, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
         seed=cfg.seed, description=f"distill ({cfg.loss})", augment_pixels=2.0 if len(shape) == 4 else 0.0,
-        on_epoch=status)
+        on_epoch=status, checkpoint=state, resume=resume)
 
     s_test = predict(student, ds.x_test)
     t_flops, t_params = flops_and_params(teacher.module, example) if teacher.is_eager else (None, None)
@@ -149,7 +156,7 @@ def distill(spec: TeacherSpec, run_dir: Path, cfg: DistillConfig = DistillConfig
                     "parameters": s_params, "agreement": agreement(s_test, t_test),
                     "built_by": cfg.student or f"width pruning to <= {cfg.flops_ratio} of the teacher's FLOPs"},
         "config": asdict(cfg),
-        "teacher_sha256": file_sha256(spec.path),
+        "teacher_sha256": identity["teacher_sha256"],
     }
     run.root.mkdir(parents=True, exist_ok=True)
     teacher_spec = asdict(spec) | {"path": str(Path(spec.path).resolve()), "input_shape": list(shape)}

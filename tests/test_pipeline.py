@@ -58,3 +58,26 @@ def test_compiled_graph_teacher_needs_a_student_architecture(tmp_path, tiny_cnn)
 def test_dataset_shape_mismatch_is_one_sentence(tmp_path, teacher_file):
     with pytest.raises(KdError, match="inputs of shape"):
         distill(TeacherSpec(str(teacher_file)), tmp_path / "run", DistillConfig(epochs=1, data="mnist5k"))
+
+
+def test_interrupted_distillation_resumes_to_the_same_student(tmp_path, teacher_file, monkeypatch):
+    import kdcompile.distill as d
+
+    straight = distill(TeacherSpec(str(teacher_file)), tmp_path / "a", DistillConfig(epochs=2))
+    real_fit = d.fit
+
+    def killed_after_first_epoch(*args, **kwargs):
+        def stop(epoch):
+            if epoch == 1:
+                raise KeyboardInterrupt  # Ctrl-C in the second epoch, before its checkpoint
+            return ""
+
+        return real_fit(*args, **dict(kwargs, on_epoch=stop))
+
+    with monkeypatch.context() as m:
+        m.setattr(d, "fit", killed_after_first_epoch)
+        with pytest.raises(KeyboardInterrupt):
+            distill(TeacherSpec(str(teacher_file)), tmp_path / "b", DistillConfig(epochs=2))
+    assert (tmp_path / "b" / "distill_state.pt").exists() and not (tmp_path / "b" / "student.pt2").exists()
+    resumed = distill(TeacherSpec(str(teacher_file)), tmp_path / "b", DistillConfig(epochs=2))
+    assert resumed["student"] == straight["student"]
