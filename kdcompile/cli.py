@@ -38,7 +38,9 @@ EpochsOpt = typer.Option(8, "--epochs", help="Distillation epochs.")
 TempOpt = typer.Option(4.0, "--temperature", "-T", help="KD temperature.")
 AlphaOpt = typer.Option(0.9, "--alpha", help="Weight of the KD loss; 1-alpha goes to cross-entropy on labels.")
 TrialsOpt = typer.Option(200, "--trials", help="MetaSchedule trials per model (resumes from the run's database).")
-CostOpt = typer.Option("xgb", "--cost-model", help="Cost model guiding the search: xgb or random.")
+CostOpt = typer.Option("xgb", "--cost-model", help="Cost model guiding the search: xgb (TVM's XGBoost), random, "
+                                                 "or mamba (our Mamba ranker; learns online until pretrained "
+                                                 "weights ship).")
 ModelsOpt = typer.Option("student,teacher", "--models", help="Which models to tune: student, teacher or both.")
 ForceOpt = typer.Option(False, "--force", help="Distil again even if the run folder has a student for this teacher.")
 

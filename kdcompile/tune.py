@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -17,9 +18,19 @@ from kdcompile.rundir import MODELS, RunDir
 
 # The cost-model slot: a name maps to what MetaSchedule's `cost_model=` takes (a built-in name or a PyCostModel).
 # Heavy implementations are imported only when chosen.
+def _mamba() -> object:
+    """The Mamba ranker: pretrained weights when they ship (costmodel/weights/), else learned online from scratch."""
+    from costmodel.online import MambaScorer
+    from kdcompile.tvm_backend import MambaCostModel
+
+    weights = Path(__file__).resolve().parent.parent / "costmodel" / "weights" / "mamba_cpu.pt"
+    return MambaCostModel(MambaScorer.load(weights) if weights.exists() else MambaScorer())
+
+
 COST_MODELS: dict[str, Callable[[], object]] = {
     "xgb": lambda: "xgb",  # TVM's XGBoost on per-store features: the baseline to beat
     "random": lambda: "random",  # the control
+    "mamba": _mamba,
 }
 
 

@@ -301,3 +301,25 @@ def remeasure(workload_json: list, args_info_json: list, target_json: dict, trac
         r = next(futures).result()
         out.append(None if r.error_msg else [float(s) for s in r.run_secs])
     return out
+
+
+@derived_object
+class MambaCostModel(ms.cost_model.PyCostModel):
+    """MetaSchedule's cost-model slot filled by costmodel.online.MambaScorer: this class only converts."""
+
+    def __init__(self, scorer):
+        self.scorer = scorer
+
+    def load(self, path: str) -> None:
+        self.scorer = type(self.scorer).load(path)
+
+    def save(self, path: str) -> None:
+        self.scorer.save(path)
+
+    def update(self, context, candidates, results) -> None:
+        seconds = [float(np.mean([float(s) for s in r.run_secs])) if r.error_msg is None and r.run_secs else None
+                   for r in results]
+        self.scorer.update(str(context.task_name), [plain_json(c.sch.trace.as_json()) for c in candidates], seconds)
+
+    def predict(self, context, candidates) -> np.ndarray:
+        return self.scorer.predict([plain_json(c.sch.trace.as_json()) for c in candidates]).astype("float64")
