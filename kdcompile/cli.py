@@ -35,6 +35,8 @@ StudentOpt = typer.Option(None, "--student", help="depth:K keeps K evenly spaced
                                                   "package.module:factory builds your own architecture. "
                                                   "Default: width pruning to --flops-ratio.")
 EpochsOpt = typer.Option(8, "--epochs", help="Distillation epochs.")
+LossOpt = typer.Option("hinton", "--loss", help="Distillation method: hinton, fkl, rkl, skl, srkl, gjsd, tvd (logit "
+                                                 "losses), dkd, fitnets, at, rkd (feature losses), ce or scratch.")
 TempOpt = typer.Option(4.0, "--temperature", "-T", help="KD temperature.")
 AlphaOpt = typer.Option(0.9, "--alpha", help="Weight of the KD loss; 1-alpha goes to cross-entropy on labels.")
 TrialsOpt = typer.Option(200, "--trials", help="MetaSchedule trials per model (resumes from the run's database).")
@@ -61,11 +63,11 @@ def _spec(model: Path, arch, trust_pickle, input_shape):
     return TeacherSpec(str(model), arch, trust_pickle, parse_shape(input_shape) if input_shape else None)
 
 
-def _distill_cfg(data, flops_ratio, student, epochs, temperature, alpha):
+def _distill_cfg(data, flops_ratio, student, epochs, temperature, alpha, loss):
     from kdcompile.distill import DistillConfig
 
     return DistillConfig(data=data, flops_ratio=flops_ratio, student=student, epochs=epochs,
-                         temperature=temperature, alpha=alpha)
+                         temperature=temperature, alpha=alpha, loss=loss)
 
 
 def _tune_cfg(trials, cost_model, models):
@@ -90,12 +92,12 @@ def distill(model: Path = typer.Argument(..., help="The teacher: TorchScript, Ex
             out: Optional[Path] = OutOpt, arch: Optional[str] = ArchOpt, trust_pickle: bool = TrustOpt,
             input_shape: Optional[str] = ShapeOpt, data: Optional[str] = DataOpt, flops_ratio: float = FlopsOpt,
             student: Optional[str] = StudentOpt, epochs: int = EpochsOpt, temperature: float = TempOpt,
-            alpha: float = AlphaOpt, force: bool = ForceOpt) -> None:
-    """Stage 1: build a student (pruned teacher or your own) and distil it with Hinton KD."""
+            alpha: float = AlphaOpt, loss: str = LossOpt, force: bool = ForceOpt) -> None:
+    """Stage 1: build a student (pruned teacher, fewer blocks, or your own) and distil it (--loss, default Hinton KD)."""
     from kdcompile.distill import distill as run
 
     run(_spec(model, arch, trust_pickle, input_shape), _run_dir(out, model),
-        _distill_cfg(data, flops_ratio, student, epochs, temperature, alpha), force=force)
+        _distill_cfg(data, flops_ratio, student, epochs, temperature, alpha, loss), force=force)
 
 
 @app.command()
@@ -128,14 +130,15 @@ def distill_and_tune(model: Path = typer.Argument(..., help="The teacher model f
                      out: Optional[Path] = OutOpt, arch: Optional[str] = ArchOpt, trust_pickle: bool = TrustOpt,
                      input_shape: Optional[str] = ShapeOpt, data: Optional[str] = DataOpt,
                      flops_ratio: float = FlopsOpt, student: Optional[str] = StudentOpt, epochs: int = EpochsOpt,
-                     temperature: float = TempOpt, alpha: float = AlphaOpt, trials: int = TrialsOpt,
+                     temperature: float = TempOpt, alpha: float = AlphaOpt, loss: str = LossOpt,
+                     trials: int = TrialsOpt,
                      cost_model: str = CostOpt, models: str = ModelsOpt, force: bool = ForceOpt) -> None:
     """The main job: distill, export, tune and bench in one run folder. Rerunning resumes (student and tuning
     database are reused)."""
     from kdcompile.pipeline import distill_and_tune as run
 
     run(_spec(model, arch, trust_pickle, input_shape), _run_dir(out, model),
-        _distill_cfg(data, flops_ratio, student, epochs, temperature, alpha),
+        _distill_cfg(data, flops_ratio, student, epochs, temperature, alpha, loss),
         tune_cfg=_tune_cfg(trials, cost_model, models), force=force)
 
 

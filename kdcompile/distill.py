@@ -10,13 +10,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from kdcompile.data import Dataset, load_dataset
 from kdcompile.errors import KdError
 from kdcompile.load import LoadedModel, check_input_shape, import_factory, load_model
-from kdcompile.losses import LOSSES
+from kdcompile.objectives import make_objective
 from kdcompile.progress import console
 from kdcompile.rundir import RunDir
 from kdcompile.student import flops_and_params, keep_blocks, prune_width
@@ -43,7 +42,10 @@ class DistillConfig:
     data: str | None = None  # built-in dataset name or .npy/.pt file; default: the one the teacher file names
     flops_ratio: float = 0.25  # the pruned student has at most this fraction of the teacher's FLOPs
     student: str | None = None  # "depth:K" (keep K repeated blocks) or package.module:factory (your own)
-    loss: str = "hinton"
+    loss: str = "hinton"  # a method of kdcompile.objectives: hinton, fkl, rkl, skl, srkl, gjsd, tvd, dkd, fitnets,
+    #                       at, rkd, ce, scratch
+    feature_layer: str | None = None  # module name for fitnets/at/rkd (default: the middle conv/linear layer)
+    feature_weight: float | None = None  # weight of the feature loss (default: fitnets 100, at 1000, rkd 1)
     temperature: float = 4.0
     alpha: float = 0.9  # weight of the KD term; (1 - alpha) goes to cross-entropy on labels, when there are labels
     epochs: int = 8
@@ -110,8 +112,6 @@ def distill(spec: TeacherSpec, run_dir: Path, cfg: DistillConfig = DistillConfig
     run.write_json(state_id.name, identity)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    if cfg.loss not in LOSSES:
-        raise KdError(f"Unknown loss '{cfg.loss}': choose one of {', '.join(LOSSES)}.")
     teacher = spec.load()
     ds = load_dataset(cfg.data or teacher.meta.get("dataset") or "mnist5k")
     shape = resolve_input_shape(teacher, spec, ds)
@@ -123,27 +123,24 @@ def distill(spec: TeacherSpec, run_dir: Path, cfg: DistillConfig = DistillConfig
     student = build_student(teacher, example, cfg)
     check_input_shape(LoadedModel(student, "pickle"), shape)
 
-    t_train, t_test = predict(teacher.module, ds.x_train), predict(teacher.module, ds.x_test)
-    kd = LOSSES[cfg.loss]
+    t_test = predict(teacher.module, ds.x_test)
     has_labels = ds.y_train is not None
-
-    # Teacher logits for each training input are recomputed per batch: augmentation changes the inputs.
-    def loss_fn(z_s: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor | None) -> torch.Tensor:
-        with torch.no_grad():
-            z_t = teacher.module(xb)
-        loss = kd(z_s, z_t, temperature=cfg.temperature)
-        if has_labels and cfg.alpha < 1:
-            loss = cfg.alpha * loss + (1 - cfg.alpha) * F.cross_entropy(z_s, yb)
-        return loss
+    objective = make_objective(cfg.loss, teacher.module, student, example, has_labels=has_labels,
+                               temperature=cfg.temperature, alpha=cfg.alpha, feature_layer=cfg.feature_layer,
+                               feature_weight=cfg.feature_weight)
 
     def status(epoch: int) -> str:
         s_test = predict(student, ds.x_test)
         acc = f"acc {accuracy(s_test, ds.y_test):.4f} " if has_labels else ""
         return f"{acc}agree {agreement(s_test, t_test):.4f}"
 
-    fit(student, ds.x_train, ds.y_train, loss_fn, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-        seed=cfg.seed, description=f"distill ({cfg.loss})", augment_pixels=2.0 if len(shape) == 4 else 0.0,
-        on_epoch=status, checkpoint=state, resume=resume)
+    try:
+        fit(student, ds.x_train, ds.y_train, objective.loss_fn, epochs=cfg.epochs, batch_size=cfg.batch_size,
+            lr=cfg.lr, seed=cfg.seed, description=f"distill ({cfg.loss})",
+            augment_pixels=2.0 if len(shape) == 4 else 0.0, on_epoch=status, checkpoint=state, resume=resume,
+            extra=objective.extra)
+    finally:
+        objective.close()
 
     s_test = predict(student, ds.x_test)
     t_flops, t_params = flops_and_params(teacher.module, example) if teacher.is_eager else (None, None)
