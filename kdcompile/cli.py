@@ -63,17 +63,34 @@ def _spec(model: Path, arch, trust_pickle, input_shape):
     return TeacherSpec(str(model), arch, trust_pickle, parse_shape(input_shape) if input_shape else None)
 
 
-def _distill_cfg(data, flops_ratio, student, epochs, temperature, alpha, loss):
+ConfigOpt = typer.Option(None, "--config", help="YAML file with distill/export/tune sections of options; options "
+                                                "given on the command line win.")
+
+
+def _explicit(ctx: typer.Context) -> set[str]:
+    """The options the user typed (they override the config file)."""
+    return {k for k in ctx.params if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
+
+
+def _section(config: Optional[Path], name: str) -> dict:
+    from kdcompile.config import load_yaml
+
+    return load_yaml(config).get(name, {}) if config else {}
+
+
+def _distill_cfg(ctx: typer.Context, config: Optional[Path]):
+    from kdcompile.config import build
     from kdcompile.distill import DistillConfig
 
-    return DistillConfig(data=data, flops_ratio=flops_ratio, student=student, epochs=epochs,
-                         temperature=temperature, alpha=alpha, loss=loss)
+    return build(DistillConfig, _section(config, "distill"), ctx.params, _explicit(ctx))
 
 
-def _tune_cfg(trials, cost_model, models):
+def _tune_cfg(ctx: typer.Context, config: Optional[Path]):
+    from kdcompile.config import build
     from kdcompile.tune import TuneConfig
 
-    return TuneConfig(trials=trials, cost_model=cost_model, models=tuple(m.strip() for m in models.split(",") if m))
+    cli = dict(ctx.params, models=tuple(m.strip() for m in ctx.params["models"].split(",") if m.strip()))
+    return build(TuneConfig, _section(config, "tune"), cli, _explicit(ctx))
 
 
 @app.command()
@@ -87,17 +104,17 @@ def example(name: str = typer.Argument(..., help="mnist-cnn: a 0.54 M-parameter 
 
 
 @app.command()
-def distill(model: Path = typer.Argument(..., help="The teacher: TorchScript, ExportedProgram (.pt2), kdcompile "
+def distill(ctx: typer.Context, model: Path = typer.Argument(..., help="The teacher: TorchScript, ExportedProgram (.pt2), kdcompile "
                                                    "checkpoint, state_dict (with --arch) or pickle (--trust-pickle)."),
             out: Optional[Path] = OutOpt, arch: Optional[str] = ArchOpt, trust_pickle: bool = TrustOpt,
             input_shape: Optional[str] = ShapeOpt, data: Optional[str] = DataOpt, flops_ratio: float = FlopsOpt,
             student: Optional[str] = StudentOpt, epochs: int = EpochsOpt, temperature: float = TempOpt,
-            alpha: float = AlphaOpt, loss: str = LossOpt, force: bool = ForceOpt) -> None:
+            alpha: float = AlphaOpt, loss: str = LossOpt, force: bool = ForceOpt,
+            config: Optional[Path] = ConfigOpt) -> None:
     """Stage 1: build a student (pruned teacher, fewer blocks, or your own) and distil it (--loss, default Hinton KD)."""
     from kdcompile.distill import distill as run
 
-    run(_spec(model, arch, trust_pickle, input_shape), _run_dir(out, model),
-        _distill_cfg(data, flops_ratio, student, epochs, temperature, alpha, loss), force=force)
+    run(_spec(model, arch, trust_pickle, input_shape), _run_dir(out, model), _distill_cfg(ctx, config), force=force)
 
 
 @app.command()
@@ -109,12 +126,13 @@ def export(run_dir: Path = typer.Argument(..., help="Run folder written by disti
 
 
 @app.command()
-def tune(run_dir: Path = typer.Argument(..., help="Run folder written by export."), trials: int = TrialsOpt,
-         cost_model: str = CostOpt, models: str = ModelsOpt) -> None:
+def tune(ctx: typer.Context, run_dir: Path = typer.Argument(..., help="Run folder written by export."),
+         trials: int = TrialsOpt, cost_model: str = CostOpt, models: str = ModelsOpt,
+         config: Optional[Path] = ConfigOpt) -> None:
     """Stage 3: import into TVM Relax, tune with MetaSchedule for this CPU, compile, check against onnxruntime."""
     from kdcompile.tune import tune as run
 
-    run(run_dir, _tune_cfg(trials, cost_model, models))
+    run(run_dir, _tune_cfg(ctx, config))
 
 
 @app.command()
@@ -126,20 +144,20 @@ def bench(run_dir: Path = typer.Argument(..., help="Run folder written by the ea
 
 
 @app.command("distill-and-tune")
-def distill_and_tune(model: Path = typer.Argument(..., help="The teacher model file (see `distill --help`)."),
+def distill_and_tune(ctx: typer.Context, model: Path = typer.Argument(..., help="The teacher model file (see `distill --help`)."),
                      out: Optional[Path] = OutOpt, arch: Optional[str] = ArchOpt, trust_pickle: bool = TrustOpt,
                      input_shape: Optional[str] = ShapeOpt, data: Optional[str] = DataOpt,
                      flops_ratio: float = FlopsOpt, student: Optional[str] = StudentOpt, epochs: int = EpochsOpt,
                      temperature: float = TempOpt, alpha: float = AlphaOpt, loss: str = LossOpt,
                      trials: int = TrialsOpt,
-                     cost_model: str = CostOpt, models: str = ModelsOpt, force: bool = ForceOpt) -> None:
+                     cost_model: str = CostOpt, models: str = ModelsOpt, force: bool = ForceOpt,
+                     config: Optional[Path] = ConfigOpt) -> None:
     """The main job: distill, export, tune and bench in one run folder. Rerunning resumes (student and tuning
     database are reused)."""
     from kdcompile.pipeline import distill_and_tune as run
 
-    run(_spec(model, arch, trust_pickle, input_shape), _run_dir(out, model),
-        _distill_cfg(data, flops_ratio, student, epochs, temperature, alpha, loss),
-        tune_cfg=_tune_cfg(trials, cost_model, models), force=force)
+    run(_spec(model, arch, trust_pickle, input_shape), _run_dir(out, model), _distill_cfg(ctx, config),
+        tune_cfg=_tune_cfg(ctx, config), force=force)
 
 
 costmodel_app = typer.Typer(no_args_is_help=True, help="The tensor-program dataset and the learned cost model: "

@@ -97,11 +97,73 @@ def tensor_file(path: Path, test_fraction: float = 0.2, seed: int = 0) -> Datase
     return Dataset(path.stem, x[perm[n_test:]], None, x[perm[:n_test]], None, None)
 
 
+def csv_file(path: Path) -> Dataset:
+    """Numeric CSV with a header row: one sample per row; a column named "label" (if any) holds class labels."""
+    import csv
+
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if len(rows) < 3:
+        raise KdError(f"{path} needs a header row and at least two samples.")
+    header, body = rows[0], rows[1:]
+    try:
+        table = np.array([[float(v) for v in r] for r in body], dtype=np.float32)
+    except ValueError as e:
+        raise KdError(f"{path} must be numeric below its header: {e}.") from None
+    if "label" in header:
+        col = header.index("label")
+        x, y = np.delete(table, col, axis=1), table[:, col].astype(np.int64)
+        ds = _stratified_split(x, y, test_fraction=0.2) if np.bincount(y).min() >= 2 else \
+            _plain_split(x, y, test_fraction=0.2)
+    else:
+        ds = _plain_split(table, None, test_fraction=0.2)
+    ds.name = path.stem
+    return ds
+
+
+def _plain_split(x: np.ndarray, y: np.ndarray | None, test_fraction: float, seed: int = 0) -> Dataset:
+    perm = np.random.default_rng(seed).permutation(len(x))
+    n_test = max(1, int(len(x) * test_fraction))
+    test, train = perm[:n_test], perm[n_test:]
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+    return Dataset("", t(x[train]), None if y is None else t(y[train]), t(x[test]), None if y is None else t(y[test]),
+                   None if y is None else int(y.max()) + 1)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def image_folder(path: Path) -> Dataset:
+    """A folder of images, as (n, channels, h, w) in [0, 1], all resized to the first image's size and mode.
+    Images in sub-folders are labelled by sub-folder name (torchvision's ImageFolder layout)."""
+    from PIL import Image
+
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise KdError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+    first = Image.open(files[0])
+    mode = "L" if first.mode in ("L", "1", "I", "F") else "RGB"
+    size = first.size
+    arrays = [np.asarray(Image.open(f).convert(mode).resize(size), dtype=np.float32) / 255.0 for f in files]
+    x = np.stack([a[None] if a.ndim == 2 else a.transpose(2, 0, 1) for a in arrays])
+    classes = sorted({f.parent.name for f in files if f.parent != path})
+    y = np.array([classes.index(f.parent.name) for f in files], dtype=np.int64) if classes else None
+    ds = _plain_split(x, y, test_fraction=0.2)
+    ds.name = path.name
+    return ds
+
+
 def load_dataset(name_or_path: str) -> Dataset:
-    """A built-in dataset by name ("mnist5k", "digits") or a .npy/.pt file of inputs."""
+    """A built-in dataset by name ("mnist5k", "digits"), a .npy/.pt tensor of inputs, a .csv file, or a folder of
+    images."""
     if name_or_path in BUILTIN:
         return BUILTIN[name_or_path]()
     path = Path(name_or_path)
-    if path.suffix in (".npy", ".pt") and path.exists():
+    if path.is_dir():
+        return image_folder(path)
+    if path.exists() and path.suffix in (".npy", ".pt"):
         return tensor_file(path)
-    raise KdError(f"Unknown dataset '{name_or_path}': use one of {', '.join(BUILTIN)} or a .npy/.pt file of inputs.")
+    if path.exists() and path.suffix == ".csv":
+        return csv_file(path)
+    raise KdError(f"Unknown dataset '{name_or_path}': use one of {', '.join(BUILTIN)}, a .npy/.pt tensor of "
+                  "inputs, a .csv file or a folder of images.")
