@@ -47,7 +47,13 @@ def mnist_cnn_teacher(out: Path, cfg: ExampleConfig = ExampleConfig()) -> dict:
     return {"accuracy": acc, "parameters": n_params, "path": str(out)}
 
 
-EXAMPLES = {"mnist-cnn": mnist_cnn_teacher}
+def char_lm_teacher(out: Path) -> dict:
+    from kdcompile.distill_lm import train_char_lm_teacher
+
+    return train_char_lm_teacher(out)
+
+
+EXAMPLES = {"mnist-cnn": mnist_cnn_teacher, "char-lm": char_lm_teacher}
 
 
 def example(name: str, out: Path) -> dict:
