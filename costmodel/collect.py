@@ -32,6 +32,8 @@ class CollectConfig:
     seed: int = 0
     threads: int = 2
     max_tasks: int | None = None  # stop after this many tasks (for tests and quick looks)
+    target: str | None = None  # None: this CPU; else a TVM target, e.g. "cuda:sm_86" (see tvm_backend.parse_target)
+    rpc: str | None = None  # "tracker_host:port:key": measure on the device registered under that key
     cache: Path = field(default_factory=lambda: Path(os.environ.get("KDCOMPILE_CACHE", "~/.cache/kdcompile")))
 
 
@@ -63,7 +65,7 @@ def plan(cfg: CollectConfig) -> list[str]:
     from kdcompile import tvm_backend as tb
     from kdcompile.export import INPUT_NAME, to_onnx
 
-    target = tb.host_target(cfg.threads)
+    target = tb.parse_target(cfg.target, cfg.threads)
     ds = Dataset(cfg.out)
     known = ds.networks()
     per_network: list[list[str]] = []
@@ -114,10 +116,16 @@ def collect(cfg: CollectConfig = CollectConfig()) -> dict:
     """
     from kdcompile import tvm_backend as tb
 
-    target = tb.host_target(cfg.threads)
+    target = tb.parse_target(cfg.target, cfg.threads)
+    if cfg.out is None and (cfg.rpc or cfg.target):
+        from kdcompile.errors import KdError
+
+        raise KdError("Name the dataset folder (--out) when measuring on another device or target.")
     cfg.out = cfg.out or Path("datasets") / hardware_name(cfg.threads)
     ds = Dataset(cfg.out)
-    fid = ds.add_fingerprint(fingerprint(tb.target_dict(target), tb.tvm_version()))
+    fid = ds.add_fingerprint(fingerprint(tb.target_dict(target), tb.tvm_version())
+                             | ({"rpc_key": cfg.rpc.rsplit(":", 1)[-1], "cpu_is_the_collector_host": True}
+                                if cfg.rpc else {}))
     order = plan(cfg)
     full = {"random": cfg.random_per_task, "evolutionary": cfg.evolutionary_per_task}
     passes = [{s: min(q, cfg.first_pass) for s, q in full.items()}, full]
@@ -162,7 +170,7 @@ def collect(cfg: CollectConfig = CollectConfig()) -> dict:
                     seed = cfg.seed + have[h].get(source, 0)
                     before = measured[0]
                     tb.measure_programs(mod, target, source, n, min(cfg.per_iter, n), seed, sink,
-                                        cfg.cache.expanduser() / "ms_logs", repeats=cfg.repeats)
+                                        cfg.cache.expanduser() / "ms_logs", repeats=cfg.repeats, rpc=cfg.rpc)
                     got = measured[0] - before
                     have[h][source] = have[h].get(source, 0) + got
                     if got < n:  # the search ran out of new programs

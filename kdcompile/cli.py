@@ -186,7 +186,11 @@ def costmodel_collect(
         networks: Optional[str] = typer.Option(None, "--networks", help="Comma-separated zoo networks (default: all)."),
         random: int = typer.Option(64, "--random", help="Random design-space samples per task."),
         evolutionary: int = typer.Option(128, "--evolutionary", help="Evolutionary-search programs per task."),
-        max_tasks: Optional[int] = typer.Option(None, "--max-tasks", help="Stop after this many tasks.")) -> None:
+        max_tasks: Optional[int] = typer.Option(None, "--max-tasks", help="Stop after this many tasks."),
+        target: Optional[str] = typer.Option(None, "--target", help="TVM target: default this CPU; e.g. cuda:sm_86 "
+                                                                    "or a JSON dict."),
+        rpc: Optional[str] = typer.Option(None, "--rpc", help="tracker_host:port:key: measure on the device "
+                                                              "registered with a TVM RPC tracker under that key.")) -> None:
     """Measure MetaSchedule programs of the zoo's tasks on this machine. Resumable: rerun to continue."""
     from costmodel import zoo
     from costmodel.collect import CollectConfig, collect
@@ -196,7 +200,7 @@ def costmodel_collect(
     if unknown:
         raise KdError(f"Unknown network(s) {sorted(unknown)}: the zoo has {', '.join(zoo.NETWORKS)}.")
     print(collect(CollectConfig(out=out, networks=names, random_per_task=random, evolutionary_per_task=evolutionary,
-                                max_tasks=max_tasks)))
+                                max_tasks=max_tasks, target=target, rpc=rpc)))
 
 
 @costmodel_app.command("import")

@@ -48,6 +48,33 @@ def host_target(num_cores: int = 2) -> tvm.target.Target:
     return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": num_cores})
 
 
+def parse_target(spec: str | None, num_cores: int = 2) -> tvm.target.Target:
+    """None or "llvm": this CPU (`host_target`); a JSON dict such as '{"kind": "cuda", "arch": "sm_86"}'; or the
+    shorthand "cuda:sm_86" for an NVIDIA GPU of that compute capability."""
+    import json
+
+    if spec in (None, "", "llvm"):
+        return host_target(num_cores)
+    if spec.startswith("cuda:"):
+        return tvm.target.Target({"kind": "cuda", "arch": spec.split(":", 1)[1]})
+    try:
+        return tvm.target.Target(json.loads(spec) if spec.lstrip().startswith("{") else spec)
+    except Exception as e:  # noqa: BLE001 - TVM's message names the bad field
+        from kdcompile.errors import KdError
+
+        raise KdError(f"Not a TVM target: {spec!r} ({str(e).splitlines()[0][:200]}).") from None
+
+
+def make_runner(rpc: str | None, evaluator: "ms.runner.EvaluatorConfig"):
+    """A LocalRunner, or with rpc="host:port:key" an RPCRunner that measures on whatever device registered with
+    that key at the RPC tracker (a remote GPU, say), the same way."""
+    if not rpc:
+        return ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator)
+    host, port, key = rpc.rsplit(":", 2)
+    config = ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key, session_timeout_sec=60)
+    return ms.runner.RPCRunner(config, evaluator_config=evaluator, max_workers=1)
+
+
 def target_dict(target: tvm.target.Target) -> dict:
     """The target as MetaSchedule's JSONDatabase writes it in every record."""
     return plain_json(target.export())
@@ -236,21 +263,22 @@ class RecordingCallback(ms.measure_callback.PyMeasureCallback):
 
 def measure_programs(mod: tvm.IRModule, target: tvm.target.Target, strategy: str, num_trials: int,
                      per_iter: int, seed: int, sink: Callable[[list[dict]], None], work_dir: Path,
-                     repeats: int = 5, min_repeat_ms: int = 15, with_features: bool = False) -> None:
+                     repeats: int = 5, min_repeat_ms: int = 15, with_features: bool = False,
+                     rpc: str | None = None) -> None:
     """Sample and measure `num_trials` programs of one task; `strategy` is "random" (replay-trace: random
     samples of the design space) or "evolutionary" (MetaSchedule's search with XGBoost, so good programs
     are present). Builds run in parallel; measurements one at a time with `repeats` timed repeats each."""
     search = {"random": "replay-trace", "evolutionary": "evolutionary"}[strategy]
     quiet_ms_logging()
     ctx = ms.TuneContext(mod=mod, target=target, space_generator="post-order-apply", search_strategy=search,
-                         task_name="task", rand_state=seed, num_threads=int(target.attrs.get("num-cores", 2)),
+                         task_name="task", rand_state=seed, num_threads=int(target.attrs.get("num-cores", 2) or 2),
                          logger=ms.logging.get_loggers_from_work_dir(str(work_dir), ["task"])[0]).clone()
     evaluator = ms.runner.EvaluatorConfig(number=1, repeat=repeats, min_repeat_ms=min_repeat_ms)
     quiet_ms_logging()
     ms.tune_tasks(tasks=[ctx], task_weights=[1.0], work_dir=str(work_dir), max_trials_global=num_trials,
                   num_trials_per_iter=per_iter, database="memory",
                   builder=ms.builder.LocalBuilder(f_build=fast_build, timeout_sec=120),
-                  runner=ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator),
+                  runner=make_runner(rpc, evaluator),
                   cost_model="xgb" if strategy == "evolutionary" else "random",
                   measure_callbacks=list(ms.measure_callback.MeasureCallback.create("default"))
                   + [RecordingCallback(sink, with_features)])

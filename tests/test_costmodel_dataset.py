@@ -195,3 +195,35 @@ def test_collection_resumes_after_a_kill(tmp_path):
         assert len(records) == 12 or "random" in exhausted.get(h, [])
         assert ds.task(h).path.suffix == ".gz"  # complete tasks are packed
     assert ds.count()["records"] > first
+
+
+@pytest.mark.slow
+def test_collection_through_an_rpc_tracker_on_loopback(tmp_path):
+    """The path for remote GPUs, exercised with a CPU: programs measured by a TVM RPC server found via a tracker."""
+    from torch import nn
+    from tvm.rpc import server as rpc_server
+    from tvm.rpc import tracker as rpc_tracker
+
+    from costmodel import zoo
+    from costmodel.collect import CollectConfig, collect
+
+    tracker = rpc_tracker.Tracker(host="127.0.0.1", port=9190, port_end=9290, silent=True)
+    server = rpc_server.Server(host="127.0.0.1", port=9090, port_end=9190, key="loopback-cpu",
+                               tracker_addr=("127.0.0.1", tracker.port), silent=True)
+    try:
+        saved = dict(zoo.NETWORKS)
+        zoo.NETWORKS["mlp"] = (lambda: nn.Sequential(nn.Linear(32, 32), nn.ReLU()), (1, 32))
+        counts = collect(CollectConfig(out=tmp_path / "ds", networks=("mlp",), batches=(1,), random_per_task=4,
+                                       evolutionary_per_task=0, per_iter=4, repeats=2, max_tasks=1,
+                                       rpc=f"127.0.0.1:{tracker.port}:loopback-cpu", cache=tmp_path / "cache"))
+    finally:
+        zoo.NETWORKS.clear()
+        zoo.NETWORKS.update(saved)
+        server.terminate()
+        tracker.terminate()
+    ds = Dataset(tmp_path / "ds")
+    records = [r for _, r in ds.records()]
+    assert counts["records"] == len(records) >= 1
+    assert all(r["run_secs"] and len(r["run_secs"]) == 2 for r in records), [r["error"] for r in records]
+    fingerprint, = json.loads((tmp_path / "ds" / "fingerprints.json").read_text()).values()
+    assert fingerprint["rpc_key"] == "loopback-cpu"
