@@ -76,7 +76,14 @@ def resolve_input_shape(teacher: LoadedModel, spec: TeacherSpec, ds: Dataset | N
 
 
 def build_student(teacher: LoadedModel, example: torch.Tensor, cfg: DistillConfig) -> nn.Module:
-    """`student` is None (width pruning to `flops_ratio`), "depth:K" (keep K repeated blocks) or a factory."""
+    """`student` is None (width pruning to `flops_ratio`), "depth:K" (keep K repeated blocks), a saved model file,
+    or a package.module:factory."""
+    if cfg.student and Path(cfg.student).is_file():
+        own = load_model(cfg.student)
+        if not own.is_eager:
+            raise KdError(f"The student {cfg.student} is a compiled graph that cannot be trained; save its weights "
+                          "as a state_dict or kdcompile checkpoint instead.")
+        return own.module
     if cfg.student and not cfg.student.startswith("depth:"):
         return import_factory(cfg.student)().eval()
     if not teacher.is_eager:

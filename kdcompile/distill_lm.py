@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from kdcompile.errors import KdError
-from kdcompile.lm import CharData, char_lm, evaluate_lm, pydoc_text, sample_continuations
+from kdcompile.lm import CharData, char_lm, evaluate_lm, pydoc_text, sample_continuations, text_file
 from kdcompile.load import load_model, save_checkpoint
 from kdcompile.losses import LOSSES, hpd, reverse_kl, tip_select
 from kdcompile.progress import console, progress
@@ -40,6 +40,7 @@ class LMConfig:
     batch_size: int = 32
     lr: float = 3e-3
     seed: int = 0
+    text: str | None = None  # a text file to learn; default CPython's pydoc topics
 
 
 @dataclass
@@ -80,7 +81,7 @@ def _train(model, data: CharData, context: int, steps: int, batch_size: int, lr:
 def train_char_lm_teacher(out: Path, cfg: LMConfig = LMConfig()) -> dict:
     """The char-LM example teacher on pydoc's English; saved as a kdcompile checkpoint."""
     torch.manual_seed(cfg.seed)
-    data = pydoc_text()
+    data = text_file(Path(cfg.text)) if cfg.text else pydoc_text()
     kwargs = {"vocab": len(data.vocab), "d": cfg.d, "heads": cfg.heads, "layers": cfg.layers, "context": cfg.context}
     model = char_lm(**kwargs)
 
@@ -89,8 +90,9 @@ def train_char_lm_teacher(out: Path, cfg: LMConfig = LMConfig()) -> dict:
 
     _train(model, data, cfg.context, cfg.steps, cfg.batch_size, cfg.lr, cfg.seed, "train char-LM teacher", ce)
     metrics = evaluate_lm(model, None, data, cfg.context)
-    save_checkpoint(model, out, "kdcompile.lm:char_lm", kwargs, (1, cfg.context), dataset="pydoc",
-                    vocab=data.vocab, heldout_nll=metrics["nll"])
+    save_checkpoint(model, out, "kdcompile.lm:char_lm", kwargs, (1, cfg.context),
+                    dataset=str(Path(cfg.text).resolve()) if cfg.text else "pydoc", vocab=data.vocab,
+                    heldout_nll=metrics["nll"])
     n_params = sum(p.numel() for p in model.parameters())
     console.print(f"char-LM teacher: {n_params / 1e6:.2f} M parameters, held-out {metrics['bits_per_char']:.3f} "
                   f"bits/char -> {out}")
@@ -104,7 +106,9 @@ def distill_lm(teacher_path: Path, out: Path, cfg: LMDistillConfig = LMDistillCo
     loaded = load_model(teacher_path)
     if loaded.meta.get("arch") != "kdcompile.lm:char_lm":
         raise KdError(f"{teacher_path} is not a kdcompile char-LM checkpoint (kdcompile example char-lm).")
-    teacher, data = loaded.module, pydoc_text()
+    source = loaded.meta.get("dataset", "pydoc")
+    teacher = loaded.module
+    data = pydoc_text() if source == "pydoc" else text_file(Path(source), vocab=loaded.meta.get("vocab"))
     if data.vocab != loaded.meta.get("vocab"):
         raise KdError("The teacher's vocabulary differs from the text's; it was trained on other data.")
     context = loaded.meta["arch_kwargs"]["context"]
@@ -150,7 +154,7 @@ def distill_lm(teacher_path: Path, out: Path, cfg: LMDistillConfig = LMDistillCo
         # Logit memory of the loss scales with the tokens kept (TIP's saving), activations of the forward do not.
         result["tip_kept_share"] = sum(kept_share) / len(kept_share)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(student, out, "kdcompile.lm:char_lm", kwargs, (1, context), dataset="pydoc", vocab=data.vocab)
+    save_checkpoint(student, out, "kdcompile.lm:char_lm", kwargs, (1, context), dataset=source, vocab=data.vocab)
     console.print(f"char-LM student ({cfg.method}): {s_params / 1e6:.3f} M parameters ({t_params / s_params:.1f}x "
                   f"fewer), held-out {metrics['nll']:.3f} nats/char, KL to teacher {metrics['kl_to_teacher']:.3f}")
     return result

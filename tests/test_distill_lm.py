@@ -26,3 +26,14 @@ def test_every_method_distils_and_reports(teacher, tmp_path, method):
     if method == "tip":
         assert 0 < r["tip_kept_share"] <= 0.5 + 1e-9
     assert r["on_policy"] == (0.5 if method in ("gjsd", "tip") else 0.0)
+
+
+def test_a_users_text_file_trains_and_distils(tmp_path):
+    text = tmp_path / "book.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 200)
+    teacher = tmp_path / "t.pt"
+    train_char_lm_teacher(teacher, LMConfig(d=16, heads=2, layers=1, context=16, steps=5, batch_size=4,
+                                            text=str(text)))
+    r = distill_lm(teacher, tmp_path / "s.pt", LMDistillConfig(method="rkl", d=8, heads=2, layers=1, steps=3,
+                                                               batch_size=4))
+    assert r["nll"] > 0

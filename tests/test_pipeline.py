@@ -81,3 +81,12 @@ def test_interrupted_distillation_resumes_to_the_same_student(tmp_path, teacher_
     assert (tmp_path / "b" / "distill_state.pt").exists() and not (tmp_path / "b" / "student.pt2").exists()
     resumed = distill(TeacherSpec(str(teacher_file)), tmp_path / "b", DistillConfig(epochs=2))
     assert resumed["student"] == straight["student"]
+
+
+def test_a_saved_student_model_is_used_as_given(tmp_path, teacher_file):
+    from kdcompile.models import mnist_cnn
+
+    own = tmp_path / "own.pt"
+    save_checkpoint(mnist_cnn(width=2), own, "kdcompile.models:mnist_cnn", {"width": 2})
+    r = distill(TeacherSpec(str(teacher_file)), tmp_path / "run", DistillConfig(epochs=1, student=str(own)))
+    assert r["student"]["parameters"] == sum(p.numel() for p in mnist_cnn(width=2).parameters())
