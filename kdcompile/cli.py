@@ -236,6 +236,42 @@ def costmodel_remeasure(dataset: Path = typer.Argument(..., help="Dataset folder
     print(remeasure(dataset, sample))
 
 
+@costmodel_app.command("train")
+def costmodel_train(data: Path = typer.Option(..., "--data", help="Dataset folder."),
+                    out: Path = typer.Option(..., "--out", "-o", help="Weights file to write."),
+                    steps: int = typer.Option(2000, "--steps"),
+                    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint.")) -> None:
+    """Train the Mamba ranker (LambdaRank within tasks) on the dataset's training networks."""
+    from costmodel.train import TrainConfig, train
+
+    print(train(data, out, TrainConfig(steps=steps), resume=resume))
+
+
+@costmodel_app.command("eval")
+def costmodel_eval(data: Path = typer.Option(..., "--data", help="Dataset folder."),
+                   weights: Optional[Path] = typer.Option(None, "--weights", help="Mamba weights to evaluate."),
+                   xgb: bool = typer.Option(True, "--xgb/--no-xgb", help="Train and evaluate the XGBoost baseline."),
+                   out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the results as JSON.")) -> None:
+    """Top-1/top-5 scores and pairwise accuracy on the held-out networks, against XGBoost and random."""
+    import json
+
+    from costmodel.dataset import Dataset
+    from costmodel.evaluate import evaluate, mamba_scorer, random_scorer, xgb_scorer
+    from costmodel.splits import split_by_network, tasks_of
+    from costmodel.train import load_tasks
+
+    scorers = {"random": random_scorer()}
+    if weights:
+        scorers["mamba"] = mamba_scorer(weights)
+    if xgb:
+        ds = Dataset(data)
+        scorers["xgb"] = xgb_scorer(ds, load_tasks(ds, tasks_of(split_by_network(ds)["train"])))
+    results = evaluate(data, scorers)
+    if out:
+        out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps({k: {m: v[m] for m in ("top1", "top5", "pairwise")} for k, v in results.items()}, indent=1))
+
+
 @costmodel_app.command("stats")
 def costmodel_stats(dataset: Path = typer.Argument(..., help="Dataset folder.")) -> None:
     """Counts per network, failure rate and collection time; writes <dataset>/stats.json."""

@@ -1,0 +1,109 @@
+"""Offline evaluation of cost models on held-out networks: TenSet/TLP top-k scores and pairwise accuracy.
+
+Every model is a function from a task's measured programs to scores (higher = predicted faster):
+- "mamba": the trained ranker on trace tokens;
+- "xgb": TVM's XGBModel recipe, trained on the same training tasks: gradient-boosted trees on per-store features,
+  a program's score the sum of its stores' predictions ("pack-sum"), regressing normalised throughput;
+- "random": uniform random scores (the control).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from costmodel.dataset import Dataset
+from costmodel.features import featurize_task
+from costmodel.mamba import MambaConfig, MambaRanker, pad_tokens
+from costmodel.metrics import pairwise_accuracy, top_k_score
+from costmodel.splits import split_by_network, tasks_of
+from costmodel.train import TaskData, load_tasks
+
+Scorer = Callable[[TaskData], np.ndarray]
+
+
+def mamba_scorer(weights: Path, max_tokens: int = 256) -> Scorer:
+    blob = torch.load(weights, weights_only=True)
+    model = MambaRanker(MambaConfig(**blob["config"]))
+    model.load_state_dict(blob["state"])
+    model.eval()
+
+    @torch.no_grad()
+    def score(task: TaskData) -> np.ndarray:
+        out = []
+        for i in range(0, len(task.tokens), 512):
+            kind, num, mask = pad_tokens(task.tokens[i:i + 512])
+            out.append(model(kind[:, :max_tokens], num[:, :max_tokens], mask[:, :max_tokens]).numpy())
+        return np.concatenate(out)
+
+    return score
+
+
+def random_scorer(seed: int = 0) -> Scorer:
+    rng = np.random.default_rng(seed)
+    return lambda task: rng.random(len(task.seconds))
+
+
+def _store_rows(ds: Dataset, task: TaskData) -> tuple[np.ndarray, np.ndarray]:
+    """Per-store feature rows of a task's measured programs and, per row, the index of its program."""
+    f = featurize_task(ds, task.task_hash, with_store_features=True)
+    ok = np.flatnonzero(np.isfinite(f["latency_s"]))
+    off = f["psf_offsets"]
+    rows = [f["psf"][off[i]:off[i + 1]] for i in ok]
+    return np.concatenate(rows), np.repeat(np.arange(len(rows)), [len(r) for r in rows])
+
+
+def packsum_objective(program_of_row: np.ndarray, labels: np.ndarray):
+    """Squared error between each program's summed row predictions and its label (TVM XGBModel's pack-sum)."""
+    def objective(preds: np.ndarray, dtrain) -> tuple[np.ndarray, np.ndarray]:
+        sums = np.bincount(program_of_row, weights=preds, minlength=len(labels))
+        grad = 2 * (sums - labels)[program_of_row]
+        return grad, np.full_like(preds, 2.0)
+
+    return objective
+
+
+def xgb_scorer(ds: Dataset, train_tasks: list[TaskData], rounds: int = 200, seed: int = 0) -> Scorer:
+    import xgboost as xgb
+
+    xs, programs, labels, offset = [], [], [], 0
+    for t in train_tasks:
+        rows, prog = _store_rows(ds, t)
+        xs.append(rows)
+        programs.append(prog + offset)
+        labels.append(t.seconds.min() / t.seconds)  # normalised throughput, as XGBModel
+        offset += len(t.seconds)
+    program_of_row, y = np.concatenate(programs), np.concatenate(labels)
+    booster = xgb.train({"max_depth": 10, "eta": 0.2, "min_child_weight": 0, "seed": seed, "nthread": 2},
+                        xgb.DMatrix(np.concatenate(xs)), rounds, obj=packsum_objective(program_of_row, y))
+
+    def score(task: TaskData) -> np.ndarray:
+        rows, prog = _store_rows(ds, task)
+        return np.bincount(prog, weights=booster.predict(xgb.DMatrix(rows)), minlength=len(task.seconds))
+
+    return score
+
+
+def evaluate(data: str | Path, scorers: dict[str, Scorer], networks: dict[str, dict] | None = None) -> dict:
+    """{model: {"top1", "top5", "pairwise", "per_network": {...}}} over the held-out networks' tasks. Scores of a
+    network pool its tasks weighted by how often they occur; the overall top-k pools all held-out networks."""
+    ds = Dataset(data)
+    networks = networks if networks is not None else split_by_network(ds)["test"]
+    tasks = {t.task_hash: t for t in load_tasks(ds, tasks_of(networks))}
+    results = {}
+    for name, scorer in scorers.items():
+        preds = {h: scorer(t) for h, t in tasks.items()}
+        per_net, pooled = {}, []
+        for net, weights in networks.items():
+            items = [(preds[h], tasks[h].seconds, w) for h, w in weights.items() if h in tasks]
+            if items:
+                per_net[net] = {"top1": top_k_score(items, 1), "top5": top_k_score(items, 5), "tasks": len(items)}
+                pooled += items
+        pairwise = [pairwise_accuracy(preds[h], t.seconds) for h, t in tasks.items()]
+        results[name] = {"top1": top_k_score(pooled, 1) if pooled else None,
+                         "top5": top_k_score(pooled, 5) if pooled else None,
+                         "pairwise": float(np.mean(pairwise)) if pairwise else None, "per_network": per_net}
+    return results

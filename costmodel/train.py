@@ -1,0 +1,114 @@
+"""Training the Mamba ranker on a dataset's training networks: LambdaRank within tasks, task-grouped batches.
+
+Each step samples `tasks_per_batch` training tasks and up to `programs_per_task` measured programs of each, so
+every batch holds comparable programs. Checkpoints every `checkpoint_every` steps; `resume` continues exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from costmodel.dataset import Dataset
+from costmodel.features import featurize_task
+from costmodel.mamba import MambaConfig, MambaRanker, pad_tokens
+from costmodel.rank import rank_loss
+from costmodel.splits import split_by_network, tasks_of
+from kdcompile.errors import KdError
+from kdcompile.progress import console, progress
+
+
+@dataclass
+class TrainConfig:
+    model: MambaConfig = field(default_factory=MambaConfig)
+    steps: int = 2000
+    tasks_per_batch: int = 8
+    programs_per_task: int = 32
+    lr: float = 2e-3
+    max_tokens: int = 256
+    regression_weight: float = 0.0
+    checkpoint_every: int = 200
+    seed: int = 0
+
+
+@dataclass
+class TaskData:
+    """One task's successfully measured programs: token sequences and mean seconds."""
+
+    task_hash: str
+    tokens: list[tuple[np.ndarray, np.ndarray]]
+    seconds: np.ndarray
+
+
+def load_tasks(ds: Dataset, task_hashes: list[str], min_programs: int = 2) -> list[TaskData]:
+    out = []
+    for h in task_hashes:
+        if not ds.task(h).exists():
+            continue
+        f = featurize_task(ds, h, with_store_features=False)
+        ok = np.flatnonzero(np.isfinite(f["latency_s"]))
+        if len(ok) < min_programs:
+            continue
+        off = f["tok_offsets"]
+        tokens = [(f["tok_kind"][off[i]:off[i + 1]], f["tok_num"][off[i]:off[i + 1]]) for i in ok]
+        out.append(TaskData(h, tokens, f["latency_s"][ok]))
+    return out
+
+
+def train(data: str | Path, out: Path, cfg: TrainConfig = TrainConfig(), resume: bool = False,
+          task_hashes: list[str] | None = None) -> dict:
+    """Train on the training networks of `data` (or the given tasks); saves MambaScorer-loadable weights to `out`."""
+    ds = Dataset(data)
+    hashes = task_hashes if task_hashes is not None else tasks_of(split_by_network(ds)["train"])
+    tasks = load_tasks(ds, hashes)
+    if not tasks:
+        raise KdError(f"{data} has no training task with two or more measured programs.")
+    torch.manual_seed(cfg.seed)
+    model = MambaRanker(cfg.model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    rng = np.random.default_rng(cfg.seed)
+    state_path = out.with_suffix(".state.pt")
+    start, losses = 0, []
+    if resume and state_path.exists():
+        state = torch.load(state_path, weights_only=False)  # our own file: includes numpy's generator state
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        rng.bit_generator.state = state["rng"]
+        start, losses = state["step"], state["losses"]
+    with progress() as bar:
+        job = bar.add_task("train cost model", total=cfg.steps, completed=start, info="")
+        for step in range(start, cfg.steps):
+            model.train()
+            picks = rng.choice(len(tasks), size=min(cfg.tasks_per_batch, len(tasks)), replace=False)
+            seqs, secs, tids = [], [], []
+            for tid in picks:
+                t = tasks[tid]
+                idx = rng.choice(len(t.seconds), size=min(cfg.programs_per_task, len(t.seconds)), replace=False)
+                seqs += [t.tokens[i] for i in idx]
+                secs += [t.seconds[i] for i in idx]
+                tids += [tid] * len(idx)
+            kind, num, mask = pad_tokens(seqs)
+            L = cfg.max_tokens
+            scores = model(kind[:, :L], num[:, :L], mask[:, :L])
+            loss = rank_loss(scores, torch.tensor(secs, dtype=torch.float32), torch.tensor(tids),
+                             cfg.regression_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            losses.append(loss.item())
+            bar.update(job, advance=1, info=f"loss {np.mean(losses[-50:]):.4f}")
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                tmp = state_path.with_suffix(".tmp")
+                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "rng": rng.bit_generator.state,
+                            "step": step + 1, "losses": losses}, tmp)
+                tmp.replace(state_path)
+    torch.save({"config": asdict(cfg.model), "state": model.state_dict()}, out)
+    console.print(f"cost model: {len(tasks)} tasks, {sum(len(t.seconds) for t in tasks)} programs, "
+                  f"final loss {np.mean(losses[-50:]):.4f} -> {out}")
+    return {"tasks": len(tasks), "programs": int(sum(len(t.seconds) for t in tasks)),
+            "final_loss": float(np.mean(losses[-50:])), "config": asdict(cfg)}
