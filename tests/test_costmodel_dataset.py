@@ -130,6 +130,13 @@ def test_offline_features_equal_tuning_features_and_json_database_round_trip(tb,
     assert import_json_database(back, tmp_path / "msdb", "matmul") == 0  # deduplicated
     assert {trace_key(r["trace"]) for _, r in back.records()} == {trace_key(r["trace"]) for r in rows}
 
+    # The XGBoost baseline on these features (pack-sum over stores), end to end.
+    from costmodel.evaluate import evaluate, xgb_scorer
+    from costmodel.train import load_tasks
+
+    res = evaluate(ds.root, {"xgb": xgb_scorer(ds, load_tasks(ds, [h]), rounds=20)}, networks={"linear": {h: 1}})
+    assert 0 < res["xgb"]["top1"] <= 1 and 0 <= res["xgb"]["pairwise"] <= 1
+
     # Noise: the same programs timed again, later.
     from costmodel.remeasure import remeasure
 
