@@ -31,9 +31,10 @@ DataOpt = typer.Option(None, "--data", help="Built-in dataset (mnist5k, digits) 
                                             "(default: the one the teacher file names).")
 FlopsOpt = typer.Option(0.25, "--flops-ratio", help="The pruned student has at most this fraction of the teacher's "
                                                     "FLOPs.")
-StudentOpt = typer.Option(None, "--student", help="depth:K keeps K evenly spaced repeated blocks of the teacher; "
-                                                  "package.module:factory builds your own architecture. "
-                                                  "Default: width pruning to --flops-ratio.")
+StudentOpt = typer.Option(None, "--student", help="width:R prunes a share R of the teacher's channels; depth:K "
+                                                  "keeps K evenly spaced repeated blocks; a model file or "
+                                                  "package.module:factory is your own architecture. Default: width "
+                                                  "pruning to --flops-ratio.")
 EpochsOpt = typer.Option(8, "--epochs", help="Distillation epochs.")
 LossOpt = typer.Option("hinton", "--loss", help="Distillation method: hinton, fkl, rkl, skl, srkl, gjsd, tvd (logit "
                                                  "losses), dkd, fitnets, at, rkd (feature losses), ce or scratch.")

@@ -18,7 +18,7 @@ from kdcompile.load import LoadedModel, check_input_shape, import_factory, load_
 from kdcompile.objectives import make_objective
 from kdcompile.progress import console
 from kdcompile.rundir import RunDir
-from kdcompile.student import flops_and_params, keep_blocks, prune_width
+from kdcompile.student import flops_and_params, keep_blocks, prune_once, prune_width
 from kdcompile.train import accuracy, agreement, fit, predict
 
 
@@ -76,19 +76,27 @@ def resolve_input_shape(teacher: LoadedModel, spec: TeacherSpec, ds: Dataset | N
 
 
 def build_student(teacher: LoadedModel, example: torch.Tensor, cfg: DistillConfig) -> nn.Module:
-    """`student` is None (width pruning to `flops_ratio`), "depth:K" (keep K repeated blocks), a saved model file,
-    or a package.module:factory."""
+    """`student` is None (width pruning to `flops_ratio`), "width:R" (prune a share R of channels), "depth:K" (keep
+    K repeated blocks), a saved model file, or a package.module:factory."""
     if cfg.student and Path(cfg.student).is_file():
         own = load_model(cfg.student)
         if not own.is_eager:
             raise KdError(f"The student {cfg.student} is a compiled graph that cannot be trained; save its weights "
                           "as a state_dict or kdcompile checkpoint instead.")
         return own.module
-    if cfg.student and not cfg.student.startswith("depth:"):
+    if cfg.student and not cfg.student.startswith(("depth:", "width:")):
         return import_factory(cfg.student)().eval()
     if not teacher.is_eager:
         raise KdError(f"A {teacher.kind.replace('_', ' ')} teacher is a compiled graph that cannot be pruned; "
                       "pass --student package.module:factory to distil into your own architecture.")
+    if cfg.student and cfg.student.startswith("width:"):
+        try:
+            ratio = float(cfg.student.split(":", 1)[1])
+        except ValueError:
+            ratio = -1.0
+        if not 0 < ratio < 1:
+            raise KdError(f"--student width:R needs a channel pruning ratio between 0 and 1, got '{cfg.student}'.")
+        return prune_once(teacher.module, example, ratio, round_to=None)
     if cfg.student:
         try:
             num_blocks = int(cfg.student.split(":", 1)[1])

@@ -138,9 +138,11 @@ def distill_lm(teacher_path: Path, out: Path, cfg: LMDistillConfig = LMDistillCo
             y_hat = torch.multinomial(torch.softmax(z_s.detach().float(), -1), 1, generator=gen)[:, 0]
             return hpd(z_s, z_t, y.flatten(), y_hat, mask=m)
         if cfg.method == "tip":
+            # Only kept rows enter the loss, so the backward keeps no log-softmax of the others: that is TIP's
+            # memory saving, (rows - kept) x v fp32 values for each of the loss's intermediates.
             keep = tip_select(z_s, z_t, mask=m, ratio=cfg.tip_ratio)
-            kept_share.append(keep.sum().item() / max(1, m.sum().item()))
-            return reverse_kl(z_s, z_t, mask=keep)
+            kept_share.append((keep.sum().item(), m.sum().item(), z_s.shape[-1]))
+            return reverse_kl(z_s[keep], z_t[keep])
         return LOSSES[cfg.method](z_s, z_t, mask=m)
 
     _train(student, data, context, cfg.steps, cfg.batch_size, cfg.lr, cfg.seed, f"distill char-LM ({cfg.method})",
@@ -151,8 +153,10 @@ def distill_lm(teacher_path: Path, out: Path, cfg: LMDistillConfig = LMDistillCo
     result = metrics | {"method": cfg.method, "on_policy": on_policy, "teacher_parameters": t_params,
                         "student_parameters": s_params, "config": asdict(cfg)}
     if kept_share:
-        # Logit memory of the loss scales with the tokens kept (TIP's saving), activations of the forward do not.
-        result["tip_kept_share"] = sum(kept_share) / len(kept_share)
+        kept, rows, v = (sum(x[i] for x in kept_share) / len(kept_share) for i in range(3))
+        result["tip_kept_share"] = kept / rows
+        # per batch: the loss's fp32 log-probabilities and probabilities of the dropped rows, student and teacher
+        result["tip_loss_bytes_saved_per_batch"] = int((rows - kept) * v * 4 * 4)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(student, out, "kdcompile.lm:char_lm", kwargs, (1, context), dataset=source, vocab=data.vocab)
     console.print(f"char-LM student ({cfg.method}): {s_params / 1e6:.3f} M parameters ({t_params / s_params:.1f}x "

@@ -90,3 +90,10 @@ def test_a_saved_student_model_is_used_as_given(tmp_path, teacher_file):
     save_checkpoint(mnist_cnn(width=2), own, "kdcompile.models:mnist_cnn", {"width": 2})
     r = distill(TeacherSpec(str(teacher_file)), tmp_path / "run", DistillConfig(epochs=1, student=str(own)))
     assert r["student"]["parameters"] == sum(p.numel() for p in mnist_cnn(width=2).parameters())
+
+
+def test_width_ratio_student(tmp_path, teacher_file):
+    r = distill(TeacherSpec(str(teacher_file)), tmp_path / "run", DistillConfig(epochs=1, student="width:0.5"))
+    assert r["student"]["parameters"] < r["teacher"]["parameters"]
+    with pytest.raises(KdError, match="between 0 and 1"):
+        distill(TeacherSpec(str(teacher_file)), tmp_path / "run2", DistillConfig(epochs=1, student="width:2"))
