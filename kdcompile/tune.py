@@ -60,7 +60,7 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig()) -> dict:
 
     target = tb.host_target(cfg.threads)
     inputs = parity_inputs(run, cfg.parity_samples).numpy()
-    previous = (run.root / "tune.json").exists() and run.read_json("tune.json") or {}
+    previous = run.read_json("tune.json") if (run.root / "tune.json").exists() else {}
     result = {"target": tb.target_dict(target), "tvm_version": tb.tvm_version(), "config": asdict(cfg)}
     for name in cfg.models:
         onnx_path = run.require(run.onnx(name), "export")
@@ -70,22 +70,16 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig()) -> dict:
         done_before = tb.count_records(work_dir)
         start = time.perf_counter()
         with progress() as bar:
-            task = bar.add_task(f"tune {name}", total=max(cfg.trials, done_before), completed=done_before, info="")
-            best = [float("inf")]
-
-            def on_batch(n: int, best_s: float | None) -> None:
-                if best_s is not None:
-                    best[0] = min(best[0], best_s)
-                bar.update(task, advance=n, info=f"{n_tasks} tasks")
-
-            ran = tb.tune(mod, target, work_dir, cfg.trials, COST_MODELS[cfg.cost_model](), cfg.seed, on_batch)
+            task = bar.add_task(f"tune {name}", total=max(cfg.trials, done_before), completed=done_before,
+                                 info=f"{n_tasks} tasks")
+            ran = tb.tune(mod, target, work_dir, cfg.trials, COST_MODELS[cfg.cost_model](), cfg.seed,
+                          on_batch=lambda n: bar.update(task, advance=n))
         tuning_s = time.perf_counter() - start
         lib = tb.compile_tuned(mod, target, work_dir if cfg.trials > 0 else None, run.tvm_lib(name))
         err = tvm_parity(tb.CompiledModel(lib), ort_session(onnx_path, cfg.threads), inputs)
-        earlier = previous.get(name, {})
+        earlier_s = previous.get(name, {}).get("tuning_s", 0.0) if done_before else 0.0  # resumed: add it up
         result[name] = {"lib": lib.name, "tasks": n_tasks, "trials": tb.count_records(work_dir) if cfg.trials else 0,
-                        "trials_this_run": ran, "tuning_s": tuning_s + (earlier.get("tuning_s", 0.0) if done_before else 0),
-                        "tvm_max_abs": err}
+                        "trials_this_run": ran, "tuning_s": tuning_s + earlier_s, "tvm_max_abs": err}
         console.print(f"{name}: {n_tasks} tasks, {result[name]['trials']} trials "
                       f"({ran} now, {tuning_s:.0f} s) -> {lib} (max abs error vs onnxruntime {err:.2e})")
         if not err <= cfg.tolerance:

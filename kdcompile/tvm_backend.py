@@ -113,15 +113,13 @@ def fast_build(mod: tvm.IRModule, target: tvm.target.Target, _params) -> tvm.run
 
 @derived_object
 class ProgressCallback(ms.measure_callback.PyMeasureCallback):
-    """Reports each measured batch: (number of candidates, best seconds in the batch or None if all failed)."""
+    """Reports how many candidates each measured batch held."""
 
-    def __init__(self, report: Callable[[int, float | None], None]):
+    def __init__(self, report: Callable[[int], None]):
         self.report = report
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
-        times = [float(np.mean([float(s) for s in r.run_secs])) for r in runner_results
-                 if r.error_msg is None and r.run_secs]
-        self.report(len(measure_candidates), min(times) if times else None)
+        self.report(len(measure_candidates))
 
 
 def count_records(work_dir: Path) -> int:
@@ -135,7 +133,7 @@ def extract_tasks(mod: tvm.IRModule, target: tvm.target.Target) -> list:
 
 def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trials: int,
          cost_model: str | object = "xgb", seed: int = 0,
-         on_batch: Callable[[int, float | None], None] | None = None) -> int:
+         on_batch: Callable[[int], None] | None = None) -> int:
     """Tune every task of the lowered `mod` with MetaSchedule; records go to `work_dir`'s JSON database.
 
     Resumable: trials already in the database count towards `num_trials`, and the search starts from them.
