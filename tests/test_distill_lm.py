@@ -37,3 +37,42 @@ def test_a_users_text_file_trains_and_distils(tmp_path):
     r = distill_lm(teacher, tmp_path / "s.pt", LMDistillConfig(method="rkl", d=8, heads=2, layers=1, steps=3,
                                                                batch_size=4))
     assert r["nll"] > 0
+
+
+def test_interrupted_lm_distillation_resumes_to_the_same_student(teacher, tmp_path, monkeypatch):
+    import torch
+
+    import kdcompile.distill_lm as d
+
+    cfg = LMDistillConfig(method="hpd", d=16, heads=2, layers=1, steps=8, batch_size=4)
+    straight = distill_lm(teacher, tmp_path / "a.pt", cfg)
+    real_train = d._train
+
+    def killed_in_step_six(*args, **kwargs):
+        loss_of_batch, calls = args[8], []
+
+        def counting(*a):
+            calls.append(1)
+            if len(calls) == 6:
+                raise KeyboardInterrupt  # Ctrl-C in step 6, after step 5's checkpoint
+            return loss_of_batch(*a)
+
+        return real_train(*args[:8], counting, **dict(kwargs, checkpoint_every=5))
+
+    with monkeypatch.context() as m:
+        m.setattr(d, "_train", killed_in_step_six)
+        with pytest.raises(KeyboardInterrupt):
+            distill_lm(teacher, tmp_path / "b.pt", cfg)
+    steps_run = []
+
+    def counting_train(*args, **kwargs):
+        loss_of_batch = args[8]
+        return real_train(*args[:8], lambda *a: (steps_run.append(1), loss_of_batch(*a))[1], **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(d, "_train", counting_train)
+        resumed = distill_lm(teacher, tmp_path / "b.pt", cfg)
+    assert len(steps_run) == 3  # steps 6-8 only: it resumed
+    assert resumed["nll"] == straight["nll"]
+    a, b = torch.load(tmp_path / "a.pt", weights_only=True), torch.load(tmp_path / "b.pt", weights_only=True)
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
