@@ -3,6 +3,7 @@
     distill: {loss: dkd, epochs: 10, flops_ratio: 0.125}
     export: {tolerance: 1.0e-4}
     tune: {trials: 300, cost_model: xgb}
+    distill_lm: {method: tip, steps: 1000, tip_ratio: 0.3}
 
 Options given on the command line win over the file; the file wins over the defaults.
 """
@@ -18,7 +19,7 @@ import yaml
 from kdcompile.errors import KdError
 
 T = TypeVar("T")
-SECTIONS = ("distill", "export", "tune", "bench")
+SECTIONS = ("distill", "export", "tune", "bench", "distill_lm")
 
 
 def load_yaml(path: Path) -> dict[str, dict]:
