@@ -73,7 +73,7 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig()) -> dict:
             task = bar.add_task(f"tune {name}", total=max(cfg.trials, done_before), completed=done_before,
                                  info=f"{n_tasks} tasks")
             ran = tb.tune(mod, target, work_dir, cfg.trials, COST_MODELS[cfg.cost_model](), cfg.seed,
-                          on_batch=lambda n: bar.update(task, advance=n))
+                          on_batch=lambda n, task=task: bar.update(task, advance=n))
         tuning_s = time.perf_counter() - start
         lib = tb.compile_tuned(mod, target, work_dir if cfg.trials > 0 else None, run.tvm_lib(name))
         err = tvm_parity(tb.CompiledModel(lib), ort_session(onnx_path, cfg.threads), inputs)

@@ -1,6 +1,5 @@
 import pytest
 import torch
-from torch import nn
 
 from kdcompile.errors import KdError
 from kdcompile.feature_kd import FeatureHooks, attention_transfer, hint_loss, projector, relational_kd
