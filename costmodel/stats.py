@@ -59,7 +59,8 @@ def render(s: dict) -> str:
     fmt = lambda v, spec: "n/a" if v is None else format(v, spec)  # noqa: E731
     lines = [f"{s['records']} programs, {s['tasks']} tasks, {s['networks']} networks ({s['network_keys']} "
              f"network/batch pairs); {s['failure_rate']:.1%} failed; {s['collection_hours']:.2f} h of collection; "
-             f"{fmt(s['busy_share'], '.0%')} measured while the 1-min load average was above {s['busy_load']:g}; median CV of "
+             f"{fmt(s['busy_share'], '.0%')} measured while the 1-min load average was above {s['busy_load']:g}; "
+             f"median CV of "
              f"the repeats {fmt(s['repeat_cv_median'], '.3f')}; median CV when re-measured later "
              f"{fmt(s['noise_cv_median'], '.3f')} over {s['noise_sample']} programs.", "",
              "| network@batch | tasks | programs |", "|---|---|---|"]
