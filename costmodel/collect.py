@@ -71,7 +71,8 @@ def plan(cfg: CollectConfig) -> list[str]:
     per_network: list[list[str]] = []
     for name in cfg.networks:
         for batch in cfg.batches:
-            key = f"{name}@b{batch}"
+            # one key per lowering: networks collected under an earlier lowering keep their own (other) tasks
+            key = f"{name}@b{batch}+{tb.LOWERING}"
             if key in known:
                 per_network.append(list(known[key]["tasks"]))
                 continue
@@ -89,7 +90,8 @@ def plan(cfg: CollectConfig) -> list[str]:
                 if not f.exists():
                     f.create({"task_hash": h, "task_name": t["task_name"], "workload": t["workload"],
                               "args_info": t["args_info"], "target": tb.target_dict(target)})
-            ds.add_network(key, {"network": name, "batch": batch, "input_shape": list(shape), "tasks": weights})
+            ds.add_network(key, {"network": name, "batch": batch, "input_shape": list(shape), "tasks": weights,
+                                 "lowering": tb.LOWERING, "space": tb.SPACE})
             per_network.append(list(weights))
             console.print(f"{key}: {len(tasks)} tasks")
     order, seen = [], set()

@@ -44,6 +44,9 @@ TrialsOpt = typer.Option(200, "--trials", help="MetaSchedule trials per model (r
 CostOpt = typer.Option("xgb", "--cost-model", help="Cost model guiding the search: xgb (TVM's XGBoost), random, "
                                                  "or mamba (our Mamba ranker; learns online until pretrained "
                                                  "weights ship).")
+DefaultsOpt = typer.Option("pretrained", "--defaults", help="How tasks that get no measured trial are scheduled "
+                           "(all of them with --trials 0): pretrained (TVM's XGBoost trained on the shipped "
+                           "dataset picks the best-predicted program, no measurement) or random.")
 ModelsOpt = typer.Option("student,teacher", "--models", help="Which models to tune: student, teacher or both.")
 ForceOpt = typer.Option(False, "--force", help="Distil again even if the run folder has a student for this teacher.")
 
@@ -144,7 +147,7 @@ def export(run_dir: Path = typer.Argument(..., help="Run folder written by disti
 
 @app.command()
 def tune(ctx: typer.Context, run_dir: Path = typer.Argument(..., help="Run folder written by export."),
-         trials: int = TrialsOpt, cost_model: str = CostOpt, models: str = ModelsOpt,
+         trials: int = TrialsOpt, cost_model: str = CostOpt, defaults: str = DefaultsOpt, models: str = ModelsOpt,
          config: Optional[Path] = ConfigOpt) -> None:
     """Stage 3: import into TVM Relax, tune with MetaSchedule for this CPU, compile, check against onnxruntime."""
     from kdcompile.tune import tune as run
@@ -166,8 +169,8 @@ def distill_and_tune(ctx: typer.Context, model: Path = typer.Argument(..., help=
                      input_shape: Optional[str] = ShapeOpt, data: Optional[str] = DataOpt,
                      flops_ratio: float = FlopsOpt, student: Optional[str] = StudentOpt, epochs: int = EpochsOpt,
                      temperature: float = TempOpt, alpha: float = AlphaOpt, loss: str = LossOpt,
-                     trials: int = TrialsOpt,
-                     cost_model: str = CostOpt, models: str = ModelsOpt, force: bool = ForceOpt,
+                     trials: int = TrialsOpt, cost_model: str = CostOpt, defaults: str = DefaultsOpt,
+                     models: str = ModelsOpt, force: bool = ForceOpt,
                      config: Optional[Path] = ConfigOpt) -> None:
     """The main job: distill, export, tune and bench in one run folder. Rerunning resumes (student and tuning
     database are reused)."""

@@ -27,6 +27,24 @@ def _mamba() -> object:
     return MambaCostModel(MambaScorer.load(weights) if weights.exists() else MambaScorer())
 
 
+def default_picker(name: str, target_kind: str = "llvm"):
+    """The cost model that picks default schedules (tasks without a measured trial), by name:
+    "pretrained" - TVM's XGBoost trained on the shipped dataset's training networks (this CPU only; built on
+    first use, ~1 min, then cached), falling back to "random" when there is no dataset for the target;
+    "random" - an untrained model: a random program of the design space, which still tiles and vectorizes."""
+    from kdcompile import tvm_backend as tb
+
+    if name == "pretrained" and target_kind == "llvm":
+        from costmodel.xgb_pretrain import DEFAULT_DATA, pretrained_xgb_path
+
+        if (DEFAULT_DATA / "networks.json").exists():
+            return tb.load_xgb(pretrained_xgb_path(DEFAULT_DATA))
+        console.print(f"[yellow]No dataset at {DEFAULT_DATA}: default schedules are random programs.[/]")
+    return tb.untrained_xgb()
+
+
+DEFAULT_PICKERS = ("pretrained", "random")
+
 COST_MODELS: dict[str, Callable[[], object]] = {
     "xgb": lambda: "xgb",  # TVM's XGBoost on per-store features: the baseline to beat
     "random": lambda: "random",  # the control
@@ -43,6 +61,7 @@ class TuneConfig:
     parity_samples: int = 32
     seed: int = 0
     threads: int = 2
+    defaults: str = "pretrained"  # how tasks without a measured trial get a schedule: see default_picker
 
 
 def tune(run_dir, cfg: TuneConfig = TuneConfig()) -> dict:
@@ -51,6 +70,8 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig()) -> dict:
         raise KdError(f"Unknown cost model '{cfg.cost_model}': choose one of {', '.join(COST_MODELS)}.")
     if cfg.trials < 0:
         raise KdError("--trials must be 0 or more.")
+    if cfg.defaults not in DEFAULT_PICKERS:
+        raise KdError(f"Unknown default-schedule picker '{cfg.defaults}': choose one of {', '.join(DEFAULT_PICKERS)}.")
     unknown = set(cfg.models) - set(MODELS)
     if unknown:
         raise KdError(f"Unknown model(s) {sorted(unknown)}: choose from {', '.join(MODELS)}.")
@@ -62,6 +83,7 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig()) -> dict:
     inputs = parity_inputs(run, cfg.parity_samples).numpy()
     previous = run.read_json("tune.json") if (run.root / "tune.json").exists() else {}
     result = {"target": tb.target_dict(target), "tvm_version": tb.tvm_version(), "config": asdict(cfg)}
+    picker = []  # built on first need: training the pretrained picker takes a minute
     for name in cfg.models:
         onnx_path = run.require(run.onnx(name), "export")
         mod = tb.lower(tb.import_onnx(onnx_path, INPUT_NAME, shape), target)
@@ -75,11 +97,15 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig()) -> dict:
             ran = tb.tune(mod, target, work_dir, cfg.trials, COST_MODELS[cfg.cost_model](), cfg.seed,
                           on_batch=lambda n, task=task: bar.update(task, advance=n))
         tuning_s = time.perf_counter() - start
-        lib = tb.compile_tuned(mod, target, work_dir if cfg.trials > 0 else None, run.tvm_lib(name))
+        tuned_dir = work_dir if cfg.trials > 0 else None
+        defaults_dir = run.root / f"{name}_defaults"
+        n_defaults = _defaults(mod, target, tuned_dir, defaults_dir, cfg, picker)
+        lib = tb.compile_tuned(mod, target, tuned_dir, run.tvm_lib(name), defaults_dir=defaults_dir)
         err = tvm_parity(tb.CompiledModel(lib), ort_session(onnx_path, cfg.threads), inputs)
         earlier_s = previous.get(name, {}).get("tuning_s", 0.0) if done_before else 0.0  # resumed: add it up
         result[name] = {"lib": lib.name, "tasks": n_tasks, "trials": tb.count_records(work_dir) if cfg.trials else 0,
-                        "trials_this_run": ran, "tuning_s": tuning_s + earlier_s, "tvm_max_abs": err}
+                        "trials_this_run": ran, "tuning_s": tuning_s + earlier_s, "tvm_max_abs": err,
+                        "default_schedules": n_defaults}
         console.print(f"{name}: {n_tasks} tasks, {result[name]['trials']} trials "
                       f"({ran} now, {tuning_s:.0f} s) -> {lib} (max abs error vs onnxruntime {err:.2e})")
         if not err <= cfg.tolerance:
@@ -89,6 +115,22 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig()) -> dict:
             result[name] = previous[name]
     run.write_json("tune.json", result)
     return result
+
+
+def _defaults(mod, target, tuned_dir: Path | None, out_dir: Path, cfg: TuneConfig, picker: list) -> int:
+    """Default schedules for the tasks that have no measured record; returns how many tasks use one."""
+    from kdcompile import tvm_backend as tb
+
+    missing = [c["task"] for c in tb.task_costs(mod, target, tuned_dir) if c["seconds"] is None]
+    if not missing:
+        return 0
+    if not picker:
+        picker.append(default_picker(cfg.defaults, target.kind.name))
+    with progress() as bar:
+        job = bar.add_task("default schedules", total=len(missing), info="")
+        tb.default_schedules(mod, target, out_dir, picker[0], tuned_dir=tuned_dir, seed=cfg.seed,
+                             on_task=lambda t: bar.update(job, advance=1, info=t))
+    return len(missing)
 
 
 def tvm_parity(model, session, inputs: np.ndarray) -> float:

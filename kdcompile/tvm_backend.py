@@ -69,7 +69,7 @@ def make_runner(rpc: str | None, evaluator: "ms.runner.EvaluatorConfig"):
     """A LocalRunner, or with rpc="host:port:key" an RPCRunner that measures on whatever device registered with
     that key at the RPC tracker (a remote GPU, say), the same way."""
     if not rpc:
-        return ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator)
+        return ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator, f_alloc_argument=alloc_valid_arguments)
     host, port, key = rpc.rsplit(":", 2)
     config = ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key, session_timeout_sec=60)
     return ms.runner.RPCRunner(config, evaluator_config=evaluator, max_workers=1)
@@ -87,8 +87,16 @@ def import_onnx(path: Path, input_name: str, input_shape: tuple[int, ...]) -> tv
     return from_onnx(onnx.load(str(path)), shape_dict={input_name: list(input_shape)}, keep_params_in_input=False)
 
 
-def lower(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
-    """Fold batch norm into convolutions, legalize to TIR, fold constants and fuse: the module that is tuned."""
+# What `lower` and `space_generator` produce, recorded with dataset networks: programs are comparable only
+# within one lowering (it changes the workloads) and one design space (it changes the traces).
+LOWERING = "prepack"
+SPACE = "parallel+serial"
+
+
+def lower(mod: tvm.IRModule, target: tvm.target.Target, prepack: bool = True) -> tvm.IRModule:
+    """Fold batch norm into convolutions, legalize to TIR, fold constants and fuse: the module that is tuned.
+    With `prepack`, weights are marked layout-free, so that tuned programs may choose their weights' layout
+    (MetaSchedule's RewriteLayout); `compile_tuned` then packs the constant weights once, at compile time."""
     passes = tvm.transform.Sequential([
         relax.transform.FoldBatchnormToConv2D(),
         relax.transform.CanonicalizeBindings(),
@@ -98,9 +106,57 @@ def lower(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
-    ])
+    ] + ([relax.transform.AttachAttrLayoutFreeBuffers()] if prepack else []))
     with target:
         return passes(mod)
+
+
+# ---- the search space: TVM's default CPU rules, with parallelism as a decision --------------------------------
+PVU_DEFAULTS = {"max_vectorize_extent": 64, "unroll_max_steps": [0, 16, 64, 512], "unroll_explicit": True}
+
+
+def schedule_rules(target: tvm.target.Target, parallel: bool = True) -> list:
+    """TVM's default rules for `target`; on CPUs, with parallel=False, ParallelizeVectorizeUnroll keeps its
+    vectorize and unroll decisions but marks no loop parallel."""
+    rules = list(ms.schedule_rule.ScheduleRule.create("cuda" if target.kind.name == "cuda" else "llvm"))
+    if target.kind.name != "llvm":
+        return rules
+    jobs = 16 if parallel else -1  # -1: no parallel annotation (TVM's default is 16 jobs per core)
+    return [ms.schedule_rule.ParallelizeVectorizeUnroll(max_jobs_per_core=jobs, **PVU_DEFAULTS)
+            if isinstance(r, ms.schedule_rule.ParallelizeVectorizeUnroll) else r for r in rules]
+
+
+def space_generator(target: tvm.target.Target):
+    """The design space every task is searched in (tuning and dataset collection alike).
+
+    On CPUs it is the union of TVM's default space and the same space with every loop serial. The stock rule
+    marks every kernel's outer loops parallel, and waking the thread pool costs ~6 us per kernel on this machine,
+    more than a 32K-element relu takes serially; a transformer has ~20 such kernels. With both spaces the search
+    measures both kinds of program and keeps the faster.
+    """
+    if target.kind.name != "llvm":
+        return "post-order-apply"
+    spaces = [ms.space_generator.PostOrderApply(sch_rules=schedule_rules(target, parallel=p), postprocs="from-target",
+                                                mutator_probs="from-target") for p in (True, False)]
+    return ms.space_generator.SpaceGeneratorUnion(spaces)
+
+
+def alloc_valid_arguments(device, args_info, alloc_repeat: int) -> list:
+    """The runner's inputs: random floats as TVM makes them, but zeros for integer tensors. Integer inputs are
+    indices (take, gather); random ones read out of bounds and crash the runner, leaving the task untuned."""
+    fill = tvm.get_global_func("tvm.contrib.random.random_fill_for_measure")
+    repeated = []
+    for _ in range(alloc_repeat):
+        args = []
+        for _kind, dtype, shape in args_info:
+            arg = tvm.runtime.empty(shape=shape, dtype=dtype, device=device)
+            if "int" in str(dtype):
+                arg.copyfrom(np.zeros([int(s) for s in shape], dtype=str(dtype)))
+            else:
+                fill(arg)
+            args.append(arg)
+        repeated.append(args)
+    return repeated
 
 
 def fast_build(mod: tvm.IRModule, target: tvm.target.Target, _params) -> tvm.runtime.Module:
@@ -148,30 +204,177 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trial
     # tasks entirely, and an untuned task runs as naive loops.
     per_iter = max(1, min(64, remaining // len(tasks)))
     quiet_ms_logging()
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(tasks, str(work_dir), seed=seed)
-    callbacks = ms.measure_callback.MeasureCallback.create("default")
-    if on_batch is not None:
-        callbacks = list(callbacks) + [ProgressCallback(on_batch)]
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        tasks, str(work_dir), space=space_generator(target), seed=seed)
+    callbacks = measure_callbacks([ProgressCallback(on_batch)] if on_batch is not None else [])
     quiet_ms_logging()
     ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=remaining,
                   num_trials_per_iter=per_iter, builder=ms.builder.LocalBuilder(f_build=fast_build, timeout_sec=120),
-                  runner=ms.runner.LocalRunner(timeout_sec=60), database="json", cost_model=cost_model,
+                  runner=make_runner(None, ms.runner.EvaluatorConfig()), database="json", cost_model=cost_model,
                   measure_callbacks=callbacks)
     return count_records(work_dir) - (num_trials - remaining)
 
 
-def compile_tuned(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path | None, out: Path) -> Path:
-    """Apply the best records in `work_dir` (if any) to the tuned module itself, compile, and save a shared library."""
-    if work_dir is not None and count_records(work_dir) > 0:
-        db = ms.database.JSONDatabase(work_dir=str(work_dir))
-        with target, tvm.transform.PassContext(opt_level=3), db:
-            mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+# ---- default schedules: zero measurements, picked by a cost model -------------------------------------------
+UNMEASURED_SECS = 1.0  # run_secs of a default record: it was predicted, never measured
+
+
+def _has_record(db, task) -> bool:
+    return db.has_workload(task.dispatched[0]) and bool(
+        db.get_top_k(db.commit_workload(task.dispatched[0]), 1))
+
+
+def default_schedules(mod: tvm.IRModule, target: tvm.target.Target, out_dir: Path, cost_model,
+                      tuned_dir: Path | None = None, seed: int = 0, population: int = 256,
+                      on_task: Callable[[str], None] | None = None) -> int:
+    """A schedule for every task without a measured record, chosen with no hardware measurement.
+
+    The stock CPU pipeline leaves such tasks as naive serial loops (40-150x slower). Here MetaSchedule's own
+    evolutionary search runs against `cost_model` alone: random programs of the design space evolve for a few
+    generations toward higher predicted scores, and the best-scoring one is kept. With a cost model trained on
+    measured programs (`pretrained_xgb`) this transfers what the dataset knows; with an untrained one it is a
+    random program of the space, which still vectorizes and tiles. Records go to a JSON database in `out_dir`
+    with run_secs = UNMEASURED_SECS; measured records, where they exist, take precedence (`compile_tuned`).
+    Resumable: tasks that already have a default are skipped. Returns the number of new defaults.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    db = ms.database.JSONDatabase(work_dir=str(out_dir))
+    tuned = ms.database.JSONDatabase(work_dir=str(tuned_dir)) if tuned_dir and count_records(tuned_dir) else None
+    made = 0
+    for task in extract_tasks(mod, target):
+        if _has_record(db, task) or (tuned is not None and _has_record(tuned, task)):
+            continue
+        if on_task is not None:
+            on_task(task.task_name)
+        quiet_ms_logging()
+        ctx = ms.TuneContext(mod=task.dispatched[0], target=target, space_generator=space_generator(target),
+                             search_strategy=ms.search_strategy.EvolutionarySearch(
+                                 population_size=population, init_min_unmeasured=population),
+                             task_name=task.task_name, rand_state=seed, num_threads=2,
+                             logger=logging.getLogger(MS_LOGGER))
+        ctx.pre_tuning(max_trials=8, num_trials_per_iter=8, design_spaces=ctx.generate_design_space(),
+                       database=ms.database.MemoryDatabase(), cost_model=cost_model)
+        candidates = ctx.generate_measure_candidates() or []
+        ctx.post_tuning()
+        if not candidates:
+            continue
+        scores = cost_model.predict(ctx, candidates)  # re-ranked: the search mixes in random picks
+        best = next((c for c in (candidates[i] for i in np.argsort(-scores)) if replays(c.sch.trace, task.dispatched[0])), None)
+        if best is None:
+            continue
+        db.commit_tuning_record(ms.database.TuningRecord(
+            best.sch.trace, db.commit_workload(task.dispatched[0]), [UNMEASURED_SECS], target, best.args_info))
+        made += 1
+    return made
+
+
+def replays(trace, mod: tvm.IRModule) -> bool:
+    """Whether the trace re-applies to its workload, as JSONDatabase does when it loads. A few rfactor traces
+    of TVM 0.27 do not (GetChildBlocks finds another number of blocks on replay), and a single such record
+    makes the whole database unreadable, so none is ever committed."""
+    try:
+        trace.apply_to_schedule(tvm.s_tir.Schedule(mod), remove_postproc=False)
+        return True
+    except Exception:  # noqa: BLE001 - TVM raises plain RuntimeErrors here
+        return False
+
+
+@derived_object
+class AddReplayableToDatabase(ms.measure_callback.PyMeasureCallback):
+    """MetaSchedule's AddToDatabase, skipping records whose trace does not replay (see `replays`)."""
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
+        db = task_scheduler.database_
+        ctx = task_scheduler.tasks_[task_id].ctx
+        workload = db.commit_workload(ctx.mod)
+        for cand, built, ran in zip(measure_candidates, builder_results, runner_results):
+            if not replays(cand.sch.trace, ctx.mod):
+                continue
+            ok = built.error_msg is None and ran.error_msg is None and ran.run_secs
+            secs = [float(t) for t in ran.run_secs] if ok else [1e10]  # MetaSchedule's failure marker
+            db.commit_tuning_record(ms.database.TuningRecord(cand.sch.trace, workload, secs, ctx.target,
+                                                             cand.args_info))
+
+
+def measure_callbacks(extra: list | None = None) -> list:
+    """MetaSchedule's default callbacks with AddToDatabase replaced by AddReplayableToDatabase."""
+    stock = [c for c in ms.measure_callback.MeasureCallback.create("default")
+             if not isinstance(c, ms.measure_callback.AddToDatabase)]
+    return [AddReplayableToDatabase()] + stock + list(extra or [])
+
+
+def pretrained_xgb(groups: dict[str, tuple[list[np.ndarray], np.ndarray]]):
+    """TVM's XGBModel trained on measured programs before tuning starts (the fair baseline for a pretrained
+    cost model, and the picker of default schedules). `groups` maps a task hash to its programs' PerStoreFeature
+    rows and mean seconds. Like XGBModel.update, it regresses each program's throughput relative to its
+    task's best; the data stays in the model, so online updates retrain on it plus the new measurements."""
+    from tvm.s_tir.meta_schedule.cost_model.xgb_model import FeatureGroup
+
+    model = ms.cost_model.XGBModel(num_tuning_cores=2)
+    for task_hash, (features, costs) in groups.items():
+        model.data[task_hash] = FeatureGroup(group_hash=task_hash, features=[f.astype("float32") for f in features],
+                                             costs=np.asarray(costs, dtype="float32"))
+        model.data_size += len(costs)
+    xs = [f for g in model.data.values() for f in g.features]
+    ys = np.concatenate([g.min_cost / g.costs for g in model.data.values()])
+    model._train(xs=xs, ys=ys)  # what update() runs after adding data, without a dummy TuneContext
+    model.last_train_size = model.data_size
+    return model
+
+
+def untrained_xgb():
+    return ms.cost_model.XGBModel(num_tuning_cores=2)
+
+
+def load_xgb(path: Path):
+    model = ms.cost_model.XGBModel(num_tuning_cores=2)
+    model.load(str(path))
+    model.last_train_size = model.data_size
+    return model
+
+
+def apply_schedules(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path | None,
+                    defaults_dir: Path | None = None) -> tvm.IRModule:
+    """`mod` with each task's best measured record in `work_dir` applied, else its default schedule from
+    `defaults_dir`; tasks with neither stay unscheduled. Weights are packed for the layouts the schedules chose."""
+    dbs = [ms.database.JSONDatabase(work_dir=str(d)) for d in (work_dir, defaults_dir)
+           if d is not None and count_records(d) > 0]
+    if not dbs:
+        return mod
+    db = dbs[0] if len(dbs) == 1 else ms.database.OrderedUnionDatabase(*dbs)
+    with target, tvm.transform.PassContext(opt_level=3), db:
+        mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+        # weights whose tuned program wants another layout: transform the constants now, not per call
+        return tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(),
+                                         relax.transform.FoldConstant()])(mod)
+
+
+def compile_tuned(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path | None, out: Path,
+                  defaults_dir: Path | None = None) -> Path:
+    """Compile `mod` with its schedules (`apply_schedules`) and save a shared library."""
+    mod = apply_schedules(mod, target, work_dir, defaults_dir)
     executable = tvm.compile(mod, target)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.so")
     executable.export_library(str(tmp))
     tmp.replace(out)
     return out
+
+
+def task_costs(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path | None) -> list[dict]:
+    """Per task of `mod`: name, weight (occurrences), FLOPs and the best measured seconds in `work_dir`'s
+    database (None when the task has no measured record)."""
+    db = ms.database.JSONDatabase(work_dir=str(work_dir)) if work_dir and count_records(work_dir) else None
+    rows = []
+    for task in extract_tasks(mod, target):
+        best = None
+        if db is not None and db.has_workload(task.dispatched[0]):
+            top = db.get_top_k(db.commit_workload(task.dispatched[0]), 1)
+            secs = [float(s) for s in top[0].run_secs] if top else [1e10]
+            best = float(np.mean(secs)) if max(secs) < 1e9 else None  # 1e10 marks a failed program
+        rows.append({"task": task.task_name, "weight": int(task.weight), "seconds": best,
+                     "flops": float(tvm.s_tir.analysis.estimate_tir_flops(task.dispatched[0]))})
+    return rows
 
 
 class CompiledModel:
@@ -251,6 +454,8 @@ class RecordingCallback(ms.measure_callback.PyMeasureCallback):
         rows = []
         for cand, built, ran in zip(measure_candidates, builder_results, runner_results):
             error = built.error_msg or ran.error_msg
+            if error is None and not replays(cand.sch.trace, task_scheduler.tasks_[task_id].ctx.mod):
+                error = "trace does not replay on its workload (TVM 0.27 rfactor traces); not reusable offline"
             rows.append({"trace": plain_json(cand.sch.trace.as_json()),
                          "run_secs": None if error else [float(s) for s in ran.run_secs],
                          "error": None if error is None else str(error)[:500]})
@@ -268,7 +473,7 @@ def measure_programs(mod: tvm.IRModule, target: tvm.target.Target, strategy: str
     are present). Builds run in parallel; measurements one at a time with `repeats` timed repeats each."""
     search = {"random": "replay-trace", "evolutionary": "evolutionary"}[strategy]
     quiet_ms_logging()
-    ctx = ms.TuneContext(mod=mod, target=target, space_generator="post-order-apply", search_strategy=search,
+    ctx = ms.TuneContext(mod=mod, target=target, space_generator=space_generator(target), search_strategy=search,
                          task_name="task", rand_state=seed, num_threads=int(target.attrs.get("num-cores", 2) or 2),
                          logger=ms.logging.get_loggers_from_work_dir(str(work_dir), ["task"])[0]).clone()
     evaluator = ms.runner.EvaluatorConfig(number=1, repeat=repeats, min_repeat_ms=min_repeat_ms)
@@ -278,8 +483,7 @@ def measure_programs(mod: tvm.IRModule, target: tvm.target.Target, strategy: str
                   builder=ms.builder.LocalBuilder(f_build=fast_build, timeout_sec=120),
                   runner=make_runner(rpc, evaluator),
                   cost_model="xgb" if strategy == "evolutionary" else "random",
-                  measure_callbacks=list(ms.measure_callback.MeasureCallback.create("default"))
-                  + [RecordingCallback(sink, with_features)])
+                  measure_callbacks=measure_callbacks([RecordingCallback(sink, with_features)]))
 
 
 def replay(workload_json: list, args_info_json: list, target_json: dict, traces: list[list]):

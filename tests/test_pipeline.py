@@ -28,7 +28,8 @@ def test_distill_and_tune_end_to_end_then_resume(tmp_path, teacher_file):
     run = tmp_path / "run"
     fast_bench = BenchConfig(timing=TimingConfig(warmup_s=0.05, min_calls=20, min_time_s=0.05))
     report = distill_and_tune(TeacherSpec(str(teacher_file)), run, DistillConfig(epochs=1),
-                              tune_cfg=TuneConfig(trials=6, models=("student",)), bench_cfg=fast_bench)
+                              tune_cfg=TuneConfig(trials=6, models=("student",), defaults="random"),
+                              bench_cfg=fast_bench)
     on_disk = json.loads((run / "report.json").read_text())
     assert on_disk == report
     assert report["student"]["flops"] <= report["teacher"]["flops"] / 4
@@ -41,9 +42,14 @@ def test_distill_and_tune_end_to_end_then_resume(tmp_path, teacher_file):
     assert (run / "report.md").read_text().startswith("# kdcompile report")
 
     # A second run with the same budget reuses the student and the tuning database: no new trials.
-    again = tune(run, TuneConfig(trials=6, models=("student",)))
+    again = tune(run, TuneConfig(trials=6, models=("student",), defaults="random"))
     assert again["student"]["trials_this_run"] == 0
     assert again["student"]["trials"] == report["tuning"]["student"]["trials"]
+    # 6 trials cannot reach every task; those that got none run a default schedule, not naive loops
+    assert 0 < again["student"]["default_schedules"] < again["student"]["tasks"]
+    zero = tune(run, TuneConfig(trials=0, models=("student",), defaults="random"))
+    assert zero["student"]["default_schedules"] == zero["student"]["tasks"]
+    assert zero["student"]["tvm_max_abs"] <= 1e-4
     assert distill(TeacherSpec(str(teacher_file)), run, DistillConfig(epochs=1))["student"] \
         == json.loads((run / "distill.json").read_text())["student"]
 

@@ -1,0 +1,191 @@
+"""TVM against onnxruntime and PyTorch on three models, batch 1, 2 threads, one machine, one run.
+
+    python -m bench.e2e                      # all three models, budgets below; resumes tuning from out/work
+    python -m bench.e2e --models encoder --trials 300
+
+Per model: ONNX export; onnxruntime (all graph optimisations) and PyTorch latency; TVM with zero trials (default
+schedules picked by the pretrained XGBoost model, no measurement); TVM tuned with MetaSchedule (kdcompile's space:
+parallel and serial programs) for a stated trial budget, default schedules for any task the search left untuned.
+Also the machine's fp32 peak, measured with onnxruntime's matmul in the same run, and the GFLOP/s of each
+model's largest matmul and convolution kernels as tuned. Writes vs_ort.json, machine.json and table.md to bench/results/e2e/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.stage import machine_info
+from bench.timing import TimingConfig, measure
+
+OUT = Path(__file__).resolve().parent / "results" / "e2e"
+TRIALS = {"student": 600, "encoder": 800, "mobilenet": 1000}  # the issue's cap is 1,000 per model
+THREADS = 2
+
+
+def demo_student() -> tuple[torch.nn.Module, tuple[int, ...]]:
+    """The demo's student architecture: the demo teacher (teacher.pt if present, else the same network freshly
+    initialised) pruned to <= 25% of its FLOPs, as `distill-and-tune` does. Latency does not depend on the
+    trained weights' values."""
+    from kdcompile.models import mnist_cnn
+    from kdcompile.student import prune_width
+
+    teacher_pt = Path("teacher.pt")
+    if teacher_pt.exists():
+        from kdcompile.load import load_model
+
+        teacher = load_model(teacher_pt).module
+    else:
+        torch.manual_seed(0)
+        teacher = mnist_cnn()
+    return prune_width(teacher.eval(), torch.zeros(1, 1, 28, 28), 0.25).eval(), (1, 1, 28, 28)
+
+
+def encoder() -> tuple[torch.nn.Module, tuple[int, ...]]:
+    """A 2-layer post-norm transformer encoder, d=128, 4 heads, ff=512, sequence 64."""
+    from costmodel.zoo import Encoder
+
+    torch.manual_seed(0)
+    return Encoder(128, 4, 512, 2).eval(), (1, 64, 128)
+
+
+def mobilenet() -> tuple[torch.nn.Module, tuple[int, ...]]:
+    """MobileNet-V2 (width 1.0, 1000 classes) at 112x112: a held-out network of the dataset."""
+    from costmodel.zoo import MobileNetV2
+
+    torch.manual_seed(0)
+    return MobileNetV2().eval(), (1, 3, 112, 112)
+
+
+MODELS = {"student": demo_student, "encoder": encoder, "mobilenet": mobilenet}
+
+
+def ort_peak_gflops(n: int = 1024) -> float:
+    """fp32 GFLOP/s of onnxruntime's (MLAS) n x n x n matmul, 2 threads: the machine's practical peak."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from kdcompile.export import ort_session
+
+    b = numpy_helper.from_array(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32), "b")
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])], [b])
+    path = OUT / "work" / f"matmul{n}.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    sess = ort_session(path, THREADS)
+    feed = {"a": np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)}
+    p50 = measure(lambda: sess.run(None, feed), TimingConfig(min_calls=20, min_time_s=2.0))["p50"]
+    return 2 * n**3 / (p50 * 1e-3) / 1e9
+
+
+def largest_kernels(costs: list[dict], peak: float) -> list[dict]:
+    """The largest matmul and the largest convolution task by FLOPs, with the tuned GFLOP/s and share of peak."""
+    out = []
+    for kind in ("matmul", "conv2d"):
+        tasks = [c for c in costs if kind in c["task"] and c["seconds"]]
+        if tasks:
+            c = max(tasks, key=lambda c: c["flops"])
+            gflops = c["flops"] / c["seconds"] / 1e9
+            out.append({"task": c["task"], "flops": c["flops"], "us": c["seconds"] * 1e6,
+                        "gflops": gflops, "fraction_of_peak": gflops / peak})
+    return out
+
+
+def bench_model(name: str, trials: int, peak: float, cost_model: str, timing: TimingConfig) -> dict:
+    from costmodel.xgb_pretrain import pretrained_xgb_path
+    from kdcompile import tvm_backend as tb
+    from kdcompile.export import INPUT_NAME, ort_session, to_onnx
+
+    module, shape = MODELS[name]()
+    work = OUT / "work" / name
+    work.mkdir(parents=True, exist_ok=True)
+    onnx_path = work / f"{name}.onnx"
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    if not onnx_path.exists():
+        to_onnx(module, torch.from_numpy(x), onnx_path, 20)
+    sess = ort_session(onnx_path, THREADS)
+    feed = {INPUT_NAME: x}
+    reference = sess.run(None, feed)[0]
+    torch.set_num_threads(THREADS)
+    with torch.inference_mode():
+        xt = torch.from_numpy(x)
+        torch_ms = measure(lambda: module(xt), timing)["p50"]
+    ort_ms = measure(lambda: sess.run(None, feed), timing)["p50"]
+
+    target = tb.host_target(THREADS)
+    mod = tb.lower(tb.import_onnx(onnx_path, INPUT_NAME, shape), target)
+    picker = tb.load_xgb(pretrained_xgb_path(split="train"))
+    t0 = time.time()
+    tb.default_schedules(mod, target, work / "defaults", picker, on_task=lambda t: print(f"  default: {t}", flush=True))
+    defaults_s = time.time() - t0
+    untuned = tb.CompiledModel(tb.compile_tuned(mod, target, None, work / "untuned.so", defaults_dir=work / "defaults"))
+    untuned_ms = measure(untuned.prepared(x), timing)["p50"]
+
+    t0 = time.time()
+    tb.tune(mod, target, work / "tune", trials, cost_model=cost_model,
+            on_batch=lambda n: print(f"  {name}: {tb.count_records(work / 'tune')}/{trials} trials", flush=True))
+    tuning_s = time.time() - t0
+    tuned = tb.CompiledModel(tb.compile_tuned(mod, target, work / "tune", work / "tuned.so", defaults_dir=work / "defaults"))
+    tvm_ms = measure(tuned.prepared(x), timing)["p50"]
+    costs = tb.task_costs(mod, target, work / "tune")
+    return {"ort_ms": ort_ms, "tvm_ms": tvm_ms, "torch_ms": torch_ms, "trials": tb.count_records(work / "tune"),
+            "tvm_untuned_ms": untuned_ms, "tvm_vs_ort": tvm_ms / ort_ms, "untuned_vs_ort": untuned_ms / ort_ms,
+            "input_shape": list(shape), "tasks": len(costs),
+            "untuned_tasks": [c["task"] for c in costs if c["seconds"] is None],
+            "max_abs_vs_ort": {"tuned": float(np.abs(tuned(x) - reference).max()),
+                               "untuned": float(np.abs(untuned(x) - reference).max())},
+            "kernels": largest_kernels(costs, peak), "tuning_s": tuning_s, "default_schedules_s": defaults_s,
+            "cost_model": cost_model}
+
+
+def table(results: dict, peak: float) -> str:
+    lines = [f"fp32 peak (onnxruntime matmul, {THREADS} threads): {peak:.0f} GFLOP/s", "",
+             "| model | torch ms | onnxruntime ms | TVM 0 trials ms | TVM tuned ms | trials | tuned / ort | "
+             "0 trials / ort |", "|---|---|---|---|---|---|---|---|"]
+    for m, r in results.items():
+        lines.append(f"| {m} | {r['torch_ms']:.3f} | {r['ort_ms']:.3f} | {r['tvm_untuned_ms']:.3f} | "
+                     f"{r['tvm_ms']:.3f} | {r['trials']} | {r['tvm_vs_ort']:.2f} | {r['untuned_vs_ort']:.2f} |")
+    lines += ["", "| model | kernel | GFLOP | us | GFLOP/s | share of peak |", "|---|---|---|---|---|---|"]
+    for m, r in results.items():
+        for k in r["kernels"]:
+            lines.append(f"| {m} | {k['task']} | {k['flops'] / 1e9:.3f} | {k['us']:.1f} | {k['gflops']:.0f} | "
+                         f"{k['fraction_of_peak']:.0%} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--trials", type=int, help="one budget for every model (default: per-model budgets)")
+    ap.add_argument("--cost-model", default="xgb")
+    ap.add_argument("--quick", action="store_true", help="shorter timing (for trying the script out)")
+    args = ap.parse_args()
+    os.environ["TVM_NUM_THREADS"] = str(THREADS)
+    timing = TimingConfig(min_time_s=0.3, min_calls=50) if args.quick else TimingConfig(min_time_s=2.0, min_calls=500)
+    OUT.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()[0]
+    peak = ort_peak_gflops()
+    path = OUT / "vs_ort.json"  # {"<model>": {"ort_ms", "tvm_ms", "torch_ms", "trials", ...details}}
+    results = json.loads(path.read_text()) if path.exists() else {}
+    for name in args.models.split(","):
+        print(f"== {name}", flush=True)
+        results[name] = bench_model(name, args.trials or TRIALS[name], peak, args.cost_model, timing)
+        results[name]["load_avg_1min_after"] = os.getloadavg()[0]
+        print(json.dumps({k: v for k, v in results[name].items() if k.endswith("ms")}), flush=True)
+        path.write_text(json.dumps(results, indent=1))
+    (OUT / "machine.json").write_text(json.dumps(
+        machine_info(THREADS) | {"load_avg_1min_before": load_before, "peak_gflops": peak}, indent=1))
+    (OUT / "table.md").write_text(table(results, peak))
+    print(table(results, peak))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""kdcompile's additions to MetaSchedule: the parallel-or-serial search space, valid integer inputs for the
+runner, and default schedules for tasks that get no measured trial."""
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tb():
+    from kdcompile import tvm_backend
+
+    return tvm_backend
+
+
+def _module(tb, compute):
+    import tvm
+    from tvm import te
+
+    return tvm.IRModule({"main": te.create_prim_func(compute(te))})
+
+
+def _relu(te, shape=(1, 8, 16, 16)):
+    a = te.placeholder(shape, name="A")
+    return [a, te.compute(shape, lambda *i: te.max(a(*i), 0.0), name="B")]
+
+
+def _tune(tb, mod, work_dir, trials):
+    from tvm.s_tir import meta_schedule as ms
+
+    target = tb.host_target(2)
+    tb.quiet_ms_logging()
+    ctx = ms.TuneContext(mod=mod, target=target, space_generator=tb.space_generator(target),
+                         search_strategy="evolutionary", task_name="t", rand_state=0, num_threads=2,
+                         logger=ms.logging.get_loggers_from_work_dir(str(work_dir), ["t"])[0]).clone()
+    ms.tune_tasks(tasks=[ctx], task_weights=[1.0], work_dir=str(work_dir), max_trials_global=trials,
+                  num_trials_per_iter=trials, database="json",
+                  builder=ms.builder.LocalBuilder(f_build=tb.fast_build, timeout_sec=120),
+                  runner=tb.make_runner(None, ms.runner.EvaluatorConfig(number=10, repeat=3, min_repeat_ms=5)),
+                  measure_callbacks=tb.measure_callbacks())
+    db = ms.database.JSONDatabase(work_dir=str(work_dir))
+    return db.get_top_k(db.commit_workload(mod), 100)
+
+
+def test_the_search_measures_serial_programs_and_keeps_them_for_small_kernels(tb, tmp_path):
+    import tvm
+
+    mod = _module(tb, _relu)
+    target = tb.host_target(2)
+    from tvm.s_tir import meta_schedule as ms
+
+    ctx = ms.TuneContext(mod=mod, target=target, space_generator=tb.space_generator(target), task_name="relu",
+                         num_threads=2)
+    spaces = ctx.generate_design_space()
+    parallel = ["meta_schedule.parallel" in str(s.trace) for s in spaces]
+    assert sorted(parallel) == [False, True]  # TVM's space and its serial twin
+
+    records = _tune(tb, mod, tmp_path, trials=4)
+    kinds = {"parallel(" in str(r.trace): min(float(s) for s in r.run_secs) for r in records}
+    assert set(kinds) == {False, True}, "both kinds of program were measured"
+    # 2K elements: waking the thread pool costs more than the whole serial loop
+    assert kinds[False] < kinds[True]
+    assert "parallel(" not in str(records[0].trace)  # the best record, which compile_tuned applies, is serial
+
+    sch = tvm.s_tir.Schedule(mod)
+    records[0].trace.apply_to_schedule(sch, remove_postproc=False)
+    lib = tvm.compile(sch.mod, target)
+    x = np.random.default_rng(0).standard_normal((1, 8, 16, 16)).astype("float32")
+    out = tvm.runtime.tensor(np.zeros_like(x))
+    lib["main"](tvm.runtime.tensor(x), out)
+    np.testing.assert_array_equal(out.numpy(), np.maximum(x, 0))
+
+
+def test_integer_inputs_are_valid_indices_so_take_gets_measured(tb, tmp_path):
+    def take(te):
+        table = te.placeholder((1000, 64), name="table")
+        idx = te.placeholder((4096,), dtype="int64", name="idx")  # random int64 would read far out of bounds
+        return [table, idx, te.compute((4096, 64), lambda i, j: table[idx[i], j], name="rows")]
+
+    records = _tune(tb, _module(tb, take), tmp_path, trials=4)
+    assert records and all(max(float(s) for s in r.run_secs) < 1.0 for r in records)  # 1e10 marks a failure
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.fc = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+def test_every_task_gets_a_default_schedule_without_any_measurement(tb, tmp_path):
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    from kdcompile.export import INPUT_NAME, ort_session, to_onnx
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 16, 16)
+    to_onnx(Tiny().eval(), x, tmp_path / "tiny.onnx", 18)
+    target = tb.host_target(2)
+    mod = tb.lower(tb.import_onnx(tmp_path / "tiny.onnx", INPUT_NAME, (1, 3, 16, 16)), target)
+    tasks = tb.extract_tasks(mod, target)
+
+    made = tb.default_schedules(mod, target, tmp_path / "defaults", tb.untrained_xgb(), population=32)
+    assert made == len(tasks)
+    assert tb.default_schedules(mod, target, tmp_path / "defaults", tb.untrained_xgb(), population=32) == 0  # resumes
+    db = ms.database.JSONDatabase(work_dir=str(tmp_path / "defaults"))  # loads: every trace replays
+    for t in tasks:
+        top = db.get_top_k(db.commit_workload(t.dispatched[0]), 1)
+        assert top and [float(s) for s in top[0].run_secs] == [tb.UNMEASURED_SECS]
+
+    scheduled = tb.apply_schedules(mod, target, None, tmp_path / "defaults")
+    prim_funcs = {g.name_hint: f for g, f in scheduled.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+    unscheduled = [n for n, f in prim_funcs.items() if not (f.attrs and f.attrs.get("tirx.is_scheduled"))]
+    assert prim_funcs and unscheduled == []
+
+    lib = tb.compile_tuned(mod, target, None, tmp_path / "tiny.so", defaults_dir=tmp_path / "defaults")
+    expected = ort_session(tmp_path / "tiny.onnx").run(None, {INPUT_NAME: x.numpy()})[0]
+    np.testing.assert_allclose(tb.CompiledModel(lib)(x.numpy()), expected, atol=1e-4)
