@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +112,23 @@ def _counts(f: TaskFile) -> dict[str, int]:
     return counts
 
 
+def _stop_after_batch() -> dict:
+    """Ctrl-C while collecting. The search loop runs in TVM's C++ and swallows the KeyboardInterrupt raised in
+    our callbacks, so the first Ctrl-C asks to stop as soon as the batch in flight is saved (`sink` exits);
+    a second one stops at once, losing only that batch (records are appended and synced batch by batch)."""
+    stop = {"asked": False}
+
+    def on_sigint(signum, frame) -> None:
+        if stop["asked"]:
+            os._exit(130)
+        stop["asked"] = True
+        console.print("Stopping once this batch is saved (Ctrl-C again to stop now).")
+
+    if threading.current_thread() is threading.main_thread():
+        stop["previous"] = signal.signal(signal.SIGINT, on_sigint)
+    return stop
+
+
 def collect(cfg: CollectConfig = CollectConfig()) -> dict:
     """Measure programs for every planned task until each has its quota; returns the dataset's counts.
 
@@ -139,45 +158,55 @@ def collect(cfg: CollectConfig = CollectConfig()) -> dict:
 
     total = sum(missing(h, s, full) for h in order for s in full)
     start, measured = time.time(), [0]
-    with progress() as bar:
-        job = bar.add_task("collect", total=total, info="")
-        for quota in passes:
-            for i, h in enumerate(order):
-                f = ds.task(h)
-                todo = {s: missing(h, s, quota) for s in quota}
-                if not any(todo.values()):
-                    continue
-                mod = tb.workload_module(f.header()["workload"])
-                seen = {trace_key(r["trace"]) for r in f.records()}
-                for source, n in todo.items():
-                    if n <= 0:
+    stop = _stop_after_batch()
+    try:
+        with progress() as bar:
+            job = bar.add_task("collect", total=total, info="")
+            for quota in passes:
+                for i, h in enumerate(order):
+                    f = ds.task(h)
+                    todo = {s: missing(h, s, quota) for s in quota}
+                    if not any(todo.values()):
                         continue
+                    mod = tb.workload_module(f.header()["workload"])
+                    seen = {trace_key(r["trace"]) for r in f.records()}
+                    for source, n in todo.items():
+                        if n <= 0:
+                            continue
 
-                    def sink(rows: list[dict], source=source, f=f, seen=seen, i=i) -> None:
-                        now, load = time.time(), os.getloadavg()[0]
-                        new = []
-                        for r in rows:  # the search may propose a program this task already has
-                            if (key := trace_key(r["trace"])) not in seen:
-                                seen.add(key)
-                                new.append(dict(r, source=source, fp=fid, ts=round(now, 1), load=round(load, 2)))
-                        f.append(new)
-                        measured[0] += len(new)
-                        rate = measured[0] / max(1e-9, (time.time() - start) / 60)
-                        info = f"task {i + 1}/{len(order)}, {rate:.0f} programs/min"
-                        bar.update(job, advance=len(new), info=info)
-                        if bar.disable:  # no terminal: a line per batch, for the log
-                            console.print(f"collect: {measured[0]} programs, {info}, load {load:.2f}")
+                        def sink(rows: list[dict], source=source, f=f, seen=seen, i=i) -> None:
+                            now, load = time.time(), os.getloadavg()[0]
+                            new = []
+                            for r in rows:  # the search may propose a program this task already has
+                                if (key := trace_key(r["trace"])) not in seen:
+                                    seen.add(key)
+                                    new.append(dict(r, source=source, fp=fid, ts=round(now, 1), load=round(load, 2)))
+                            f.append(new)
+                            measured[0] += len(new)
+                            rate = measured[0] / max(1e-9, (time.time() - start) / 60)
+                            info = f"task {i + 1}/{len(order)}, {rate:.0f} programs/min"
+                            bar.update(job, advance=len(new), info=info)
+                            if bar.disable:  # no terminal: a line per batch, for the log
+                                console.print(f"collect: {measured[0]} programs, {info}, load {load:.2f}")
+                            if stop["asked"]:
+                                bar.stop()
+                                console.print(f"Stopped after saving this batch ({measured[0]} programs this run); "
+                                              "run the same command to resume.")
+                                os._exit(130)
 
-                    # A resumed task gets a fresh seed, so it does not replay the programs it already has.
-                    seed = cfg.seed + have[h].get(source, 0)
-                    before = measured[0]
-                    tb.measure_programs(mod, target, source, n, min(cfg.per_iter, n), seed, sink,
-                                        cfg.cache.expanduser() / "ms_logs", repeats=cfg.repeats, rpc=cfg.rpc)
-                    got = measured[0] - before
-                    have[h][source] = have[h].get(source, 0) + got
-                    if got < n:  # the search ran out of new programs
-                        ds.mark_exhausted(h, source)
-                        exhausted.setdefault(h, []).append(source)
-                if not any(missing(h, s, full) for s in full):
-                    f.pack()
+                        # A resumed task gets a fresh seed, so it does not replay the programs it already has.
+                        seed = cfg.seed + have[h].get(source, 0)
+                        before = measured[0]
+                        tb.measure_programs(mod, target, source, n, min(cfg.per_iter, n), seed, sink,
+                                            cfg.cache.expanduser() / "ms_logs", repeats=cfg.repeats, rpc=cfg.rpc)
+                        got = measured[0] - before
+                        have[h][source] = have[h].get(source, 0) + got
+                        if got < n:  # the search ran out of new programs
+                            ds.mark_exhausted(h, source)
+                            exhausted.setdefault(h, []).append(source)
+                    if not any(missing(h, s, full) for s in full):
+                        f.pack()
+    finally:
+        if "previous" in stop:
+            signal.signal(signal.SIGINT, stop["previous"])
     return ds.count()

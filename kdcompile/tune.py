@@ -128,8 +128,10 @@ def _defaults(mod, target, tuned_dir: Path | None, out_dir: Path, cfg: TuneConfi
         picker.append(default_picker(cfg.defaults, target.kind.name))
     with progress() as bar:
         job = bar.add_task("default schedules", total=len(missing), info="")
+        # an untrained picker predicts noise: evolving a large population toward it buys nothing
+        population = 256 if cfg.defaults == "pretrained" else 16
         tb.default_schedules(mod, target, out_dir, picker[0], tuned_dir=tuned_dir, seed=cfg.seed,
-                             on_task=lambda t: bar.update(job, advance=1, info=t))
+                             population=population, on_task=lambda t: bar.update(job, advance=1, info=t))
     return len(missing)
 
 

@@ -65,14 +65,34 @@ def parse_target(spec: str | None, num_cores: int = 2) -> tvm.target.Target:
         raise KdError(f"Not a TVM target: {spec!r} ({str(e).splitlines()[0][:200]}).") from None
 
 
+@derived_object
+class WaitingRunner(ms.runner.PyRunner):
+    """A runner whose batches are measured before the search goes on.
+
+    MetaSchedule's task scheduler hands a batch to the runner and, in its first round over the tasks, goes on to
+    search and build the next task while the batch is being timed. On 2 cores that search runs beside every
+    measurement; with trials/tasks per batch the first round is the whole budget, so every time in the database
+    was taken on a busy machine. Waiting costs the overlap, and buys measurements of an otherwise idle CPU."""
+
+    def __init__(self, runner):
+        self.runner = runner
+
+    def run(self, runner_inputs):
+        futures = self.runner.run(runner_inputs)
+        for future in futures:
+            future.result()
+        return futures
+
+
 def make_runner(rpc: str | None, evaluator: "ms.runner.EvaluatorConfig"):
     """A LocalRunner, or with rpc="host:port:key" an RPCRunner that measures on whatever device registered with
-    that key at the RPC tracker (a remote GPU, say), the same way."""
+    that key at the RPC tracker (a remote GPU, say), the same way; either waits for its batch (WaitingRunner)."""
     if not rpc:
-        return ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator, f_alloc_argument=alloc_valid_arguments)
+        return WaitingRunner(ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator,
+                                                   f_alloc_argument=alloc_valid_arguments))
     host, port, key = rpc.rsplit(":", 2)
     config = ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key, session_timeout_sec=60)
-    return ms.runner.RPCRunner(config, evaluator_config=evaluator, max_workers=1)
+    return WaitingRunner(ms.runner.RPCRunner(config, evaluator_config=evaluator, max_workers=1))
 
 
 def target_dict(target: tvm.target.Target) -> dict:
@@ -200,17 +220,22 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trial
     tasks = extract_tasks(mod, target)
     if remaining <= 0 or not tasks:
         return 0
-    # The gradient scheduler warms up every task with one batch; a batch larger than trials/tasks starves some
-    # tasks entirely, and an untuned task runs as naive loops.
-    per_iter = max(1, min(64, remaining // len(tasks)))
+    # The gradient scheduler warms up every task with one batch, then gives batches to the tasks that gain most.
+    # Batches of trials/(2 tasks) leave half the budget to that second phase, where the cost model has learned
+    # from the first; a task that still gets nothing runs its default schedule.
+    per_iter = max(1, min(64, remaining // (2 * len(tasks))))
     quiet_ms_logging()
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         tasks, str(work_dir), space=space_generator(target), seed=seed)
     callbacks = measure_callbacks([ProgressCallback(on_batch)] if on_batch is not None else [])
     quiet_ms_logging()
-    ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=remaining,
+    # MetaSchedule starts a batch whenever fewer than max_trials_global trials ran: stop one batch early so
+    # that a budget is never exceeded
+    ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir),
+                  max_trials_global=max(1, remaining - per_iter + 1),
                   num_trials_per_iter=per_iter, builder=ms.builder.LocalBuilder(f_build=fast_build, timeout_sec=120),
-                  runner=make_runner(None, ms.runner.EvaluatorConfig()), database="json", cost_model=cost_model,
+                  runner=make_runner(None, ms.runner.EvaluatorConfig()), database=JSONFiles(work_dir),
+                  cost_model=cost_model,
                   measure_callbacks=callbacks)
     return count_records(work_dir) - (num_trials - remaining)
 
@@ -238,8 +263,8 @@ def default_schedules(mod: tvm.IRModule, target: tvm.target.Target, out_dir: Pat
     Resumable: tasks that already have a default are skipped. Returns the number of new defaults.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    db = ms.database.JSONDatabase(work_dir=str(out_dir))
-    tuned = ms.database.JSONDatabase(work_dir=str(tuned_dir)) if tuned_dir and count_records(tuned_dir) else None
+    db = JSONFiles(out_dir)
+    tuned = load_database(tuned_dir) if tuned_dir and count_records(tuned_dir) else None
     made = 0
     for task in extract_tasks(mod, target):
         if _has_record(db, task) or (tuned is not None and _has_record(tuned, task)):
@@ -269,14 +294,96 @@ def default_schedules(mod: tvm.IRModule, target: tvm.target.Target, out_dir: Pat
 
 
 def replays(trace, mod: tvm.IRModule) -> bool:
-    """Whether the trace re-applies to its workload, as JSONDatabase does when it loads. A few rfactor traces
-    of TVM 0.27 do not (GetChildBlocks finds another number of blocks on replay), and a single such record
-    makes the whole database unreadable, so none is ever committed."""
+    """Whether the trace, written to JSON and read back, re-applies to its workload, as JSONDatabase does when
+    it loads. A few rfactor traces of TVM 0.27 do not (GetChildBlocks finds another number of blocks), and a
+    single such record makes the whole database unreadable, so none is ever committed."""
+    from tvm.s_tir.schedule import Trace
+
     try:
-        trace.apply_to_schedule(tvm.s_tir.Schedule(mod), remove_postproc=False)
+        Trace.apply_json_to_schedule(trace.as_json(), tvm.s_tir.Schedule(mod))
         return True
     except Exception:  # noqa: BLE001 - TVM raises plain RuntimeErrors here
         return False
+
+
+def load_database(work_dir: Path):
+    """A MetaSchedule JSON database (database_workload.json, database_tuning_record.json) read line by line
+    into a MemoryDatabase. JSONDatabase parses the lines in parallel threads, and in TVM 0.27 that fails on some
+    databases whose every line parses alone (GetChildBlocks of an rfactor trace, "3 vs. 4" outputs)."""
+    import json
+
+    db = ms.database.MemoryDatabase()
+    wl_path, rec_path = work_dir / "database_workload.json", work_dir / "database_tuning_record.json"
+    if not wl_path.exists():
+        return db
+    workloads = [db.commit_workload(ms.database.Workload.from_json(json.loads(line)).mod) for line in wl_path.open()]
+    if rec_path.exists():
+        for line in rec_path.open():
+            index, record = json.loads(line)
+            db.commit_tuning_record(ms.database.TuningRecord.from_json(record, workloads[index]))
+    return db
+
+
+@derived_object
+class JSONFiles(ms.database.PyDatabase):
+    """MetaSchedule's JSON database files, read with `load_database` and appended record by record, in the
+    format JSONDatabase writes (so either can read what the other wrote)."""
+
+    def __init__(self, work_dir: Path):
+        import tvm_ffi
+
+        self.work_dir = Path(work_dir)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.mem = load_database(self.work_dir)
+        self._hash = tvm_ffi.structural_hash
+        self.index = {self._hash(w.mod): i for i, w in enumerate(
+            ms.database.Workload.from_json(__import__("json").loads(line))
+            for line in self._lines("database_workload.json"))}
+
+    def _lines(self, name: str) -> list[str]:
+        path = self.work_dir / name
+        return path.read_text().splitlines() if path.exists() else []
+
+    def _append(self, name: str, obj) -> None:
+        import json
+
+        with (self.work_dir / name).open("a") as f:
+            f.write(json.dumps(plain_json(obj), separators=(",", ":")) + "\n")
+
+    def has_workload(self, mod):
+        return self.mem.has_workload(mod)
+
+    def commit_workload(self, mod):
+        workload = self.mem.commit_workload(mod)
+        key = self._hash(workload.mod)
+        if key not in self.index:
+            self.index[key] = len(self.index)
+            self._append("database_workload.json", workload.as_json())
+        return workload
+
+    def commit_tuning_record(self, record) -> None:
+        self.mem.commit_tuning_record(record)
+        as_json = tvm.get_global_func("s_tir.meta_schedule.TuningRecordAsJSON")  # Python's as_json fails on IndexMap
+        self._append("database_tuning_record.json",
+                     [self.index[self._hash(self.commit_workload(record.workload.mod).mod)], as_json(record)])
+
+    def get_top_k(self, workload, top_k: int):
+        return self.mem.get_top_k(workload, top_k)
+
+    def get_all_tuning_records(self):
+        return self.mem.get_all_tuning_records()
+
+    def query_tuning_record(self, mod, target, workload_name):
+        return self.mem.query_tuning_record(mod, target, workload_name)
+
+    def query_schedule(self, mod, target, workload_name):
+        return self.mem.query_schedule(mod, target, workload_name)
+
+    def query_ir_module(self, mod, target, workload_name):
+        return self.mem.query_ir_module(mod, target, workload_name)
+
+    def __len__(self) -> int:
+        return len(self.mem)
 
 
 @derived_object
@@ -337,8 +444,7 @@ def apply_schedules(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path
                     defaults_dir: Path | None = None) -> tvm.IRModule:
     """`mod` with each task's best measured record in `work_dir` applied, else its default schedule from
     `defaults_dir`; tasks with neither stay unscheduled. Weights are packed for the layouts the schedules chose."""
-    dbs = [ms.database.JSONDatabase(work_dir=str(d)) for d in (work_dir, defaults_dir)
-           if d is not None and count_records(d) > 0]
+    dbs = [load_database(d) for d in (work_dir, defaults_dir) if d is not None and count_records(d) > 0]
     if not dbs:
         return mod
     db = dbs[0] if len(dbs) == 1 else ms.database.OrderedUnionDatabase(*dbs)
@@ -364,7 +470,7 @@ def compile_tuned(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path |
 def task_costs(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path | None) -> list[dict]:
     """Per task of `mod`: name, weight (occurrences), FLOPs and the best measured seconds in `work_dir`'s
     database (None when the task has no measured record)."""
-    db = ms.database.JSONDatabase(work_dir=str(work_dir)) if work_dir and count_records(work_dir) else None
+    db = load_database(work_dir) if work_dir and count_records(work_dir) else None
     rows = []
     for task in extract_tasks(mod, target):
         best = None
@@ -434,6 +540,8 @@ def plain_json(obj):
         return {str(k): plain_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)) or hasattr(obj, "__len__") and hasattr(obj, "__getitem__"):
         return [plain_json(v) for v in obj]
+    if isinstance(obj, tvm.runtime.Object):  # e.g. a layout rewrite's IndexMap: TVM's JSON graph, as JSONDatabase
+        return tvm.get_global_func("ffi.ToJSONGraphString")(obj, None)
     return str(obj)
 
 
@@ -488,7 +596,7 @@ def measure_programs(mod: tvm.IRModule, target: tvm.target.Target, strategy: str
 
 def replay(workload_json: list, args_info_json: list, target_json: dict, traces: list[list]):
     """Each stored trace replayed on its workload (postprocessing included): exactly the program that was measured.
-    Returns (workload module, target, args info, schedules)."""
+    Returns (workload module, target, each program's args info, schedules)."""
     from tvm.s_tir.schedule import Trace
 
     mod = workload_module(workload_json)
@@ -497,7 +605,8 @@ def replay(workload_json: list, args_info_json: list, target_json: dict, traces:
         sch = tvm.s_tir.Schedule(mod)
         Trace.apply_json_to_schedule(trace, sch)
         schedules.append(sch)
-    args = [ms.arg_info.ArgInfo.from_json(a) for a in args_info_json]
+    # each program's own arguments: a program that packs its weights takes them in the packed layout
+    args = [ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True) for sch in schedules]
     return mod, tvm.target.Target(target_json), args, schedules
 
 
@@ -506,7 +615,7 @@ def per_store_features(workload_json: list, args_info_json: list, target_json: d
     """MetaSchedule's PerStoreFeature rows (n_stores, 164) of each traced program, recomputed offline; equal to
     the rows the cost model saw during tuning (tested)."""
     mod, target, args, schedules = replay(workload_json, args_info_json, target_json, traces)
-    candidates = [ms.MeasureCandidate(sch, args) for sch in schedules]
+    candidates = [ms.MeasureCandidate(sch, a) for sch, a in zip(schedules, args)]
     ctx = ms.TuneContext(mod=mod, target=target, num_threads=int(target.attrs.get("num-cores", 1)))
     return [f.numpy() for f in ms.feature_extractor.PerStoreFeature().extract_from(ctx, candidates)]
 
@@ -520,8 +629,8 @@ def remeasure(workload_json: list, args_info_json: list, target_json: dict, trac
     built = ms.builder.LocalBuilder(f_build=fast_build, timeout_sec=120).build(inputs)
     runner = ms.runner.LocalRunner(timeout_sec=60, evaluator_config=ms.runner.EvaluatorConfig(
         number=1, repeat=repeats, min_repeat_ms=min_repeat_ms))
-    ok = [b for b in built if b.error_msg is None]
-    futures = iter(runner.run([ms.runner.RunnerInput(b.artifact_path, "cpu", args) for b in ok]))
+    futures = iter(runner.run([ms.runner.RunnerInput(b.artifact_path, "cpu", a)
+                               for b, a in zip(built, args) if b.error_msg is None]))
     out = []
     for b in built:
         if b.error_msg is not None:

@@ -31,7 +31,7 @@ def test_mamba_cost_model_tunes_a_matmul_and_round_trips(tmp_path):
 
     scorer.predict = counting_predict
     ran = tb.tune(mod, target, tmp_path / "work", num_trials=8, cost_model=tb.MambaCostModel(scorer))
-    assert ran >= 8 and calls["predict"] > 0
+    assert 0 < ran <= 8 and calls["predict"] > 0  # the budget is a ceiling
     assert len(scorer.seen) > 0  # update() received the measured programs
 
     records = list((tmp_path / "work" / "database_tuning_record.json").open())[:4]

@@ -204,6 +204,22 @@ def test_collection_resumes_after_a_kill(tmp_path):
 
 
 @pytest.mark.slow
+def test_ctrl_c_stops_collection_once_the_batch_in_flight_is_saved(tmp_path):
+    out = tmp_path / "ds"
+    proc = subprocess.Popen([sys.executable, "-c", COLLECT, str(out), str(tmp_path / "cache")],
+                            env=dict(os.environ, KDCOMPILE_QUIET="1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not ((out / "tasks").exists() and Dataset(out).count()["records"] >= 4):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output[-2000:]
+    assert "Stopped after saving this batch" in output
+    assert Dataset(out).count()["records"] >= 4
+
+
+@pytest.mark.slow
 def test_collection_through_an_rpc_tracker_on_loopback(tmp_path):
     """The path for remote GPUs, exercised with a CPU: programs measured by a TVM RPC server found via a tracker."""
     from torch import nn

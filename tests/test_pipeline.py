@@ -37,7 +37,7 @@ def test_distill_and_tune_end_to_end_then_resume(tmp_path, teacher_file):
     for backend in ("torch", "onnxruntime", "tvm"):
         assert report["latency_ms"]["student"][backend]["p50"] > 0
     assert "tvm" not in report["latency_ms"]["teacher"]  # only the student was tuned
-    assert report["tuning"]["student"]["trials"] >= 6
+    assert 0 < report["tuning"]["student"]["trials"] <= 6  # the budget is a ceiling
     assert report["fastest_backend"]["student"] in report["latency_ms"]["student"]
     assert (run / "report.md").read_text().startswith("# kdcompile report")
 
