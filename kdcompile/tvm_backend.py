@@ -11,6 +11,7 @@ Facts measured on the 2-core Zen5 machine this was written on (../shared/researc
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -51,7 +52,6 @@ def host_target(num_cores: int = 2) -> tvm.target.Target:
 def parse_target(spec: str | None, num_cores: int = 2) -> tvm.target.Target:
     """None or "llvm": this CPU (`host_target`); a JSON dict such as '{"kind": "cuda", "arch": "sm_86"}'; or the
     shorthand "cuda:sm_86" for an NVIDIA GPU of that compute capability."""
-    import json
 
     if spec in (None, "", "llvm"):
         return host_target(num_cores)
@@ -310,7 +310,6 @@ def load_database(work_dir: Path):
     """A MetaSchedule JSON database (database_workload.json, database_tuning_record.json) read line by line
     into a MemoryDatabase. JSONDatabase parses the lines in parallel threads, and in TVM 0.27 that fails on some
     databases whose every line parses alone (GetChildBlocks of an rfactor trace, "3 vs. 4" outputs)."""
-    import json
 
     db = ms.database.MemoryDatabase()
     wl_path, rec_path = work_dir / "database_workload.json", work_dir / "database_tuning_record.json"
@@ -337,7 +336,7 @@ class JSONFiles(ms.database.PyDatabase):
         self.mem = load_database(self.work_dir)
         self._hash = tvm_ffi.structural_hash
         self.index = {self._hash(w.mod): i for i, w in enumerate(
-            ms.database.Workload.from_json(__import__("json").loads(line))
+            ms.database.Workload.from_json(json.loads(line))
             for line in self._lines("database_workload.json"))}
 
     def _lines(self, name: str) -> list[str]:
@@ -345,7 +344,6 @@ class JSONFiles(ms.database.PyDatabase):
         return path.read_text().splitlines() if path.exists() else []
 
     def _append(self, name: str, obj) -> None:
-        import json
 
         with (self.work_dir / name).open("a") as f:
             f.write(json.dumps(plain_json(obj), separators=(",", ":")) + "\n")
