@@ -4,6 +4,7 @@ Every model is a function from a task's measured programs to scores (higher = pr
 - "mamba": the trained ranker on trace tokens;
 - "xgb": TVM's XGBModel recipe, trained on the same training tasks: gradient-boosted trees on per-store features,
   a program's score the sum of its stores' predictions ("pack-sum"), regressing normalised throughput;
+- "mlp": TVM's MLPModel recipe (TenSet-MLP), likewise: costmodel/mlp.py;
 - "random": uniform random scores (the control).
 """
 
@@ -17,8 +18,9 @@ import torch
 
 from costmodel.dataset import Dataset
 from costmodel.features import featurize_task
-from costmodel.mamba import MambaConfig, MambaRanker, pad_tokens
+from costmodel.mamba import load_ranker, pad_tokens
 from costmodel.metrics import pairwise_accuracy, top_k_score
+from costmodel.mlp import MLPConfig, predict_mlp, train_mlp
 from costmodel.splits import split_by_network, tasks_of
 from costmodel.train import TaskData, load_tasks
 
@@ -26,10 +28,7 @@ Scorer = Callable[[TaskData], np.ndarray]
 
 
 def mamba_scorer(weights: Path, max_tokens: int = 256) -> Scorer:
-    blob = torch.load(weights, weights_only=True)
-    model = MambaRanker(MambaConfig(**blob["config"]))
-    model.load_state_dict(blob["state"])
-    model.eval()
+    model = load_ranker(weights)
 
     @torch.no_grad()
     def score(task: TaskData) -> np.ndarray:
@@ -47,12 +46,17 @@ def random_scorer(seed: int = 0) -> Scorer:
     return lambda task: rng.random(len(task.seconds))
 
 
-def _store_rows(ds: Dataset, task: TaskData) -> tuple[np.ndarray, np.ndarray]:
-    """Per-store feature rows of a task's measured programs and, per row, the index of its program."""
+def _program_rows(ds: Dataset, task: TaskData) -> list[np.ndarray]:
+    """Per-store feature rows of each of a task's measured programs."""
     f = featurize_task(ds, task.task_hash, with_store_features=True)
     ok = np.flatnonzero(np.isfinite(f["latency_s"]))
     off = f["psf_offsets"]
-    rows = [f["psf"][off[i]:off[i + 1]] for i in ok]
+    return [f["psf"][off[i]:off[i + 1]] for i in ok]
+
+
+def _store_rows(ds: Dataset, task: TaskData) -> tuple[np.ndarray, np.ndarray]:
+    """All store rows of a task's measured programs and, per row, the index of its program."""
+    rows = _program_rows(ds, task)
     return np.concatenate(rows), np.repeat(np.arange(len(rows)), [len(r) for r in rows])
 
 
@@ -85,6 +89,11 @@ def xgb_scorer(ds: Dataset, train_tasks: list[TaskData], rounds: int = 200, seed
         return np.bincount(prog, weights=booster.predict(xgb.DMatrix(rows)), minlength=len(task.seconds))
 
     return score
+
+
+def mlp_scorer(ds: Dataset, train_tasks: list[TaskData], cfg: MLPConfig = MLPConfig()) -> Scorer:
+    model = train_mlp([(_program_rows(ds, t), t.seconds) for t in train_tasks], cfg)
+    return lambda task: predict_mlp(model, _program_rows(ds, task))
 
 
 def evaluate(data: str | Path, scorers: dict[str, Scorer], networks: dict[str, dict] | None = None) -> dict:

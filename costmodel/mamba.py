@@ -100,6 +100,18 @@ class MambaRanker(nn.Module):
         return asdict(self.cfg)
 
 
+def save_ranker(model: MambaRanker, path) -> None:
+    torch.save({"config": model.config_dict(), "state": model.state_dict()}, path)
+
+
+def load_ranker(path) -> MambaRanker:
+    """A ranker saved by `save_ranker` (or by training), in eval mode."""
+    blob = torch.load(path, weights_only=True)
+    model = MambaRanker(MambaConfig(**blob["config"]))
+    model.load_state_dict(blob["state"])
+    return model.eval()
+
+
 def pad_tokens(seqs: list[tuple], max_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Token sequences [(kind (l,), num (l, f))] to right-padded (kind (b, L), num (b, L, f), mask (b, L))."""
     L = max_len or max(len(k) for k, _ in seqs)

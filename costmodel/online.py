@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from costmodel.mamba import MambaConfig, MambaRanker, pad_tokens
+from costmodel.mamba import MambaConfig, MambaRanker, load_ranker, pad_tokens, save_ranker
 from costmodel.rank import rank_loss
 from costmodel.tokenize import tokenize
 
@@ -64,11 +64,8 @@ class MambaScorer:
         self.model.eval()
 
     def save(self, path: str | Path) -> None:
-        torch.save({"config": self.model.config_dict(), "state": self.model.state_dict()}, path)
+        save_ranker(self.model, path)
 
     @classmethod
     def load(cls, path: str | Path, **kwargs) -> "MambaScorer":
-        blob = torch.load(path, weights_only=True)
-        model = MambaRanker(MambaConfig(**blob["config"]))
-        model.load_state_dict(blob["state"])
-        return cls(model, **kwargs)
+        return cls(load_ranker(path), **kwargs)

@@ -48,3 +48,13 @@ def rank_loss(scores: Tensor, latency: Tensor, task: Tensor, regression_weight: 
             loss = loss + regression_weight * F.mse_loss(torch.sigmoid(scores[sel]), throughput(latency[sel]))
         losses.append(loss)
     return torch.stack(losses).mean() if losses else scores.sum() * 0.0
+
+
+def listwise_kd(scores: Tensor, teacher_scores: Tensor, task: Tensor, temperature: float = 1.0) -> Tensor:
+    """Distillation between rankers: within each task the programs' scores are logits of one distribution
+    ("which program is fastest"), and the student matches the teacher's with Hinton's loss (ListNet-style)."""
+    from kdcompile.losses import hinton_kd
+
+    losses = [hinton_kd(scores[task == t][None], teacher_scores[task == t][None], temperature=temperature)
+              for t in torch.unique(task) if (task == t).sum() >= 2]
+    return torch.stack(losses).mean() if losses else scores.sum() * 0.0

@@ -14,8 +14,8 @@ import torch
 
 from costmodel.dataset import Dataset
 from costmodel.features import featurize_task
-from costmodel.mamba import MambaConfig, MambaRanker, pad_tokens
-from costmodel.rank import rank_loss
+from costmodel.mamba import MambaConfig, MambaRanker, load_ranker, pad_tokens, save_ranker
+from costmodel.rank import listwise_kd, rank_loss
 from costmodel.splits import split_by_network, tasks_of
 from kdcompile.errors import KdError
 from kdcompile.progress import console, progress
@@ -30,6 +30,8 @@ class TrainConfig:
     lr: float = 2e-3
     max_tokens: int = 256
     regression_weight: float = 0.0
+    kd_weight: float = 0.5  # with a teacher: loss = (1 - w) LambdaRank + w listwise KD
+    kd_temperature: float = 1.0
     checkpoint_every: int = 200
     seed: int = 0
 
@@ -59,8 +61,11 @@ def load_tasks(ds: Dataset, task_hashes: list[str], min_programs: int = 2) -> li
 
 
 def train(data: str | Path, out: Path, cfg: TrainConfig = TrainConfig(), resume: bool = False,
-          task_hashes: list[str] | None = None) -> dict:
-    """Train on the training networks of `data` (or the given tasks); saves MambaScorer-loadable weights to `out`."""
+          task_hashes: list[str] | None = None, teacher: Path | None = None) -> dict:
+    """Train on the training networks of `data` (or the given tasks); saves MambaScorer-loadable weights to `out`.
+
+    With `teacher` (weights of a larger ranker), the model is distilled: it also matches, within each task, the
+    teacher's distribution over which program is fastest (costmodel.rank.listwise_kd)."""
     ds = Dataset(data)
     hashes = task_hashes if task_hashes is not None else tasks_of(split_by_network(ds)["train"])
     tasks = load_tasks(ds, hashes)
@@ -68,6 +73,7 @@ def train(data: str | Path, out: Path, cfg: TrainConfig = TrainConfig(), resume:
         raise KdError(f"{data} has no training task with two or more measured programs.")
     torch.manual_seed(cfg.seed)
     model = MambaRanker(cfg.model)
+    teacher_model = load_ranker(teacher) if teacher else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     rng = np.random.default_rng(cfg.seed)
     state_path = out.with_suffix(".state.pt")
@@ -93,8 +99,13 @@ def train(data: str | Path, out: Path, cfg: TrainConfig = TrainConfig(), resume:
             kind, num, mask = pad_tokens(seqs)
             L = cfg.max_tokens
             scores = model(kind[:, :L], num[:, :L], mask[:, :L])
-            loss = rank_loss(scores, torch.tensor(secs, dtype=torch.float32), torch.tensor(tids),
-                             cfg.regression_weight)
+            tids = torch.tensor(tids)
+            loss = rank_loss(scores, torch.tensor(secs, dtype=torch.float32), tids, cfg.regression_weight)
+            if teacher_model is not None:
+                with torch.no_grad():
+                    teacher_scores = teacher_model(kind[:, :L], num[:, :L], mask[:, :L])
+                loss = (1 - cfg.kd_weight) * loss + cfg.kd_weight * listwise_kd(scores, teacher_scores, tids,
+                                                                                 cfg.kd_temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -107,7 +118,7 @@ def train(data: str | Path, out: Path, cfg: TrainConfig = TrainConfig(), resume:
                 torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "rng": rng.bit_generator.state,
                             "step": step + 1, "losses": losses}, tmp)
                 tmp.replace(state_path)
-    torch.save({"config": asdict(cfg.model), "state": model.state_dict()}, out)
+    save_ranker(model, out)
     console.print(f"cost model: {len(tasks)} tasks, {sum(len(t.seconds) for t in tasks)} programs, "
                   f"final loss {np.mean(losses[-50:]):.4f} -> {out}")
     return {"tasks": len(tasks), "programs": int(sum(len(t.seconds) for t in tasks)),

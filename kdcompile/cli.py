@@ -41,9 +41,11 @@ LossOpt = typer.Option("hinton", "--loss", help="Distillation method: hinton, fk
 TempOpt = typer.Option(4.0, "--temperature", "-T", help="KD temperature.")
 AlphaOpt = typer.Option(0.9, "--alpha", help="Weight of the KD loss; 1-alpha goes to cross-entropy on labels.")
 TrialsOpt = typer.Option(200, "--trials", help="MetaSchedule trials per model (resumes from the run's database).")
-CostOpt = typer.Option("xgb", "--cost-model", help="Cost model guiding the search: xgb (TVM's XGBoost), random, "
-                                                 "or mamba (our Mamba ranker; learns online until pretrained "
-                                                 "weights ship).")
+CostOpt = typer.Option("xgb", "--cost-model", help="Cost model guiding the search: xgb (TVM's XGBoost, learns "
+                       "from this run's measurements), xgb-pretrained (the same, first trained on the shipped "
+                       "dataset), mamba (our Mamba ranker, pretrained on the dataset, fine-tuned online), "
+                       "mamba-small (its distilled 1-layer student) or random. Offline comparison: "
+                       "bench/results/costmodel/offline.json.")
 DefaultsOpt = typer.Option("pretrained", "--defaults", help="How tasks that get no measured trial are scheduled "
                            "(all of them with --trials 0): pretrained (TVM's XGBoost trained on the shipped "
                            "dataset picks the best-predicted program, no measurement) or random.")

@@ -18,13 +18,20 @@ from kdcompile.rundir import MODELS, RunDir
 
 # The cost-model slot: a name maps to what MetaSchedule's `cost_model=` takes (a built-in name or a PyCostModel).
 # Heavy implementations are imported only when chosen.
-def _mamba() -> object:
-    """The Mamba ranker: pretrained weights when they ship (costmodel/weights/), else learned online from scratch."""
+WEIGHTS = Path(__file__).resolve().parent.parent / "costmodel" / "weights"
+
+
+def _mamba(file: str = "mamba_cpu.pt") -> object:
+    """The Mamba ranker: pretrained weights when they ship (costmodel/weights/, written by
+    bench/costmodel_offline.py), else learned online from scratch; fine-tuned online on the run's measurements."""
     from costmodel.online import MambaScorer
     from kdcompile.tvm_backend import MambaCostModel
 
-    weights = Path(__file__).resolve().parent.parent / "costmodel" / "weights" / "mamba_cpu.pt"
-    return MambaCostModel(MambaScorer.load(weights) if weights.exists() else MambaScorer())
+    weights = WEIGHTS / file
+    if not weights.exists():
+        console.print(f"[yellow]No pretrained weights at {weights}: the Mamba cost model starts untrained.[/]")
+        return MambaCostModel(MambaScorer())
+    return MambaCostModel(MambaScorer.load(weights))
 
 
 def default_picker(name: str, target_kind: str = "llvm"):
@@ -47,8 +54,10 @@ DEFAULT_PICKERS = ("pretrained", "random")
 
 COST_MODELS: dict[str, Callable[[], object]] = {
     "xgb": lambda: "xgb",  # TVM's XGBoost on per-store features: the baseline to beat
+    "xgb-pretrained": lambda: default_picker("pretrained"),  # the same, trained first on the dataset: the fair baseline
     "random": lambda: "random",  # the control
-    "mamba": _mamba,
+    "mamba": _mamba,  # d=64 x 2 layers, pretrained on the dataset
+    "mamba-small": lambda: _mamba("mamba_cpu_small.pt"),  # d=32 x 1 layer, distilled from "mamba"
 }
 
 

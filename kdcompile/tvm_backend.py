@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -209,11 +210,12 @@ def extract_tasks(mod: tvm.IRModule, target: tvm.target.Target) -> list:
 
 def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trials: int,
          cost_model: str | object = "xgb", seed: int = 0,
-         on_batch: Callable[[int], None] | None = None) -> int:
+         on_batch: Callable[[int], None] | None = None, population: int | None = None) -> int:
     """Tune every task of the lowered `mod` with MetaSchedule; records go to `work_dir`'s JSON database.
 
     Resumable: trials already in the database count towards `num_trials`, and the search starts from them.
-    Returns the number of trials run by this call.
+    `population`: the evolutionary search's population per round (TVM's default, 2,048, when None); the search
+    costs about proportionally to it. Returns the number of trials run by this call.
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     remaining = num_trials - count_records(work_dir)
@@ -225,8 +227,10 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trial
     # from the first; a task that still gets nothing runs its default schedule.
     per_iter = max(1, min(64, remaining // (2 * len(tasks))))
     quiet_ms_logging()
+    strategy = "evolutionary" if population is None else ms.search_strategy.EvolutionarySearch(
+        population_size=population, init_min_unmeasured=min(50, population // 4))
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        tasks, str(work_dir), space=space_generator(target), seed=seed)
+        tasks, str(work_dir), space=space_generator(target), strategy=strategy, seed=seed)
     callbacks = measure_callbacks([ProgressCallback(on_batch)] if on_batch is not None else [])
     quiet_ms_logging()
     # MetaSchedule starts a batch whenever fewer than max_trials_global trials ran: stop one batch early so
@@ -616,6 +620,76 @@ def per_store_features(workload_json: list, args_info_json: list, target_json: d
     candidates = [ms.MeasureCandidate(sch, a) for sch, a in zip(schedules, args)]
     ctx = ms.TuneContext(mod=mod, target=target, num_threads=int(target.attrs.get("num-cores", 1)))
     return [f.numpy() for f in ms.feature_extractor.PerStoreFeature().extract_from(ctx, candidates)]
+
+
+@derived_object
+class TimedCostModel(ms.cost_model.PyCostModel):
+    """A cost model (an object, or "xgb"/"random") with the seconds spent in its predict and update counted."""
+
+    def __init__(self, inner):
+        self.inner = {"xgb": untrained_xgb, "random": ms.cost_model.RandomModel}[inner]() \
+            if isinstance(inner, str) else inner
+        self.seconds = 0.0
+
+    def _timed(self, fn, *args):
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def load(self, path: str) -> None:
+        self.inner.load(path)
+
+    def save(self, path: str) -> None:
+        self.inner.save(path)
+
+    def update(self, context, candidates, results) -> None:
+        self._timed(self.inner.update, context, candidates, results)
+
+    def predict(self, context, candidates) -> np.ndarray:
+        return np.asarray(self._timed(self.inner.predict, context, candidates), dtype="float64")
+
+
+def tuning_curve(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path) -> list[float | None]:
+    """After each trial of `work_dir`'s database, in measurement order: the network's latency as MetaSchedule's
+    task scheduler estimates it, the sum over tasks of occurrences x best seconds measured so far; None while
+    some task has no successful measurement yet."""
+    import tvm_ffi
+
+    weight = {tvm_ffi.structural_hash(t.dispatched[0]): int(t.weight) for t in extract_tasks(mod, target)}
+    wl_path, rec_path = work_dir / "database_workload.json", work_dir / "database_tuning_record.json"
+    if not rec_path.exists():
+        return []
+    workload_weight = [weight.get(tvm_ffi.structural_hash(ms.database.Workload.from_json(json.loads(line)).mod))
+                       for line in wl_path.open()]
+    best: dict[int, float] = {}
+    curve = []
+    for line in rec_path.open():
+        index, record = json.loads(line)  # record: [trace, run_secs, target, args_info]
+        secs = [float(s) for s in (record[1] or [])]
+        if secs and max(secs) < 1e9 and workload_weight[index] is not None:
+            best[index] = min(best.get(index, float("inf")), float(np.mean(secs)))
+        curve.append(sum(workload_weight[i] * s for i, s in best.items()) if len(best) == len(weight) else None)
+    return curve
+
+
+def time_predict(workload_json: list, args_info_json: list, target_json: dict, traces: list[list],
+                 cost_models: dict, repeats: int = 3) -> dict[str, float]:
+    """Median seconds of each cost model's `predict(context, candidates)` on these programs, called as the
+    evolutionary search calls it: on scheduled candidates, features (per-store rows, trace JSON) extracted inside."""
+    mod, target, args, schedules = replay(workload_json, args_info_json, target_json, traces)
+    candidates = [ms.MeasureCandidate(sch, a) for sch, a in zip(schedules, args)]
+    ctx = ms.TuneContext(mod=mod, target=target, num_threads=int(target.attrs.get("num-cores", 1)))
+    out = {}
+    for name, model in cost_models.items():
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model.predict(ctx, candidates)
+            times.append(time.perf_counter() - start)
+        out[name] = float(np.median(times))
+    return out
 
 
 def remeasure(workload_json: list, args_info_json: list, target_json: dict, traces: list[list],

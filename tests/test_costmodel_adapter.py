@@ -30,9 +30,21 @@ def test_mamba_cost_model_tunes_a_matmul_and_round_trips(tmp_path):
         return scores
 
     scorer.predict = counting_predict
-    ran = tb.tune(mod, target, tmp_path / "work", num_trials=8, cost_model=tb.MambaCostModel(scorer))
+    timed = tb.TimedCostModel(tb.MambaCostModel(scorer))
+    ran = tb.tune(mod, target, tmp_path / "work", num_trials=8, cost_model=timed, population=32)
     assert 0 < ran <= 8 and calls["predict"] > 0  # the budget is a ceiling
     assert len(scorer.seen) > 0  # update() received the measured programs
+    assert timed.seconds > 0
+
+    # the benchmark's curve: one point per trial, defined once every task has a measurement, never rising
+    curve = tb.tuning_curve(mod, target, tmp_path / "work")
+    tasks = tb.extract_tasks(mod, target)
+    assert len(curve) == ran and curve[-1] is not None and curve[-1] > 0
+    defined = [v for v in curve if v is not None]
+    assert all(b <= a for a, b in zip(defined, defined[1:]))
+    if len(tasks) == 1:
+        best = min(np.mean(json.loads(r)[1][1]) for r in (tmp_path / "work" / "database_tuning_record.json").open())
+        assert curve[-1] == pytest.approx(int(tasks[0].weight) * best)
 
     records = list((tmp_path / "work" / "database_tuning_record.json").open())[:4]
     traces = [json.loads(r)[1][0] for r in records]

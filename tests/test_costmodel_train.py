@@ -69,3 +69,17 @@ def test_random_scores_have_one_per_program():
     from costmodel.train import TaskData
 
     assert random_scorer()(TaskData("t", [None] * 5, np.ones(5))).shape == (5,)
+
+
+def test_distillation_pulls_a_small_ranker_to_its_teacher(tmp_path):
+    ds = _dataset(tmp_path / "ds")
+    teacher_cfg = TrainConfig(model=MambaConfig(d_model=16, n_layers=1, d_state=4), steps=120, tasks_per_batch=4,
+                              programs_per_task=7, lr=1e-2, checkpoint_every=60)
+    train(ds.root, tmp_path / "teacher.pt", teacher_cfg)
+    small = dict(model=MambaConfig(d_model=8, n_layers=1, d_state=2), steps=60, tasks_per_batch=4,
+                 programs_per_task=7, lr=1e-2, checkpoint_every=60)
+    # distillation alone (kd_weight=1): the true latencies never enter the student's loss
+    train(ds.root, tmp_path / "kd.pt", TrainConfig(kd_weight=1.0, **small), teacher=tmp_path / "teacher.pt")
+    res = evaluate(ds.root, {"teacher": mamba_scorer(tmp_path / "teacher.pt"), "kd": mamba_scorer(tmp_path / "kd.pt")})
+    assert res["teacher"]["pairwise"] > 0.9
+    assert res["kd"]["pairwise"] > 0.8  # learned the ranking from the teacher's scores only
