@@ -1,7 +1,7 @@
 """Cost models ranked offline on the held-out networks (never seen in training), and what a prediction costs.
 
     python -m bench.costmodel_offline                 # trains everything, writes bench/results/costmodel/
-    python -m bench.costmodel_offline --steps 100     # a quick look
+    python -m bench.costmodel_offline --steps 100 --seeds 0    # a quick look
 
 Trained on the dataset's training networks only (costmodel/splits.py), with the same tasks for every model:
 - mamba: the Mamba ranker, d=64 x 2 layers (costmodel/mamba.py), LambdaRank within tasks;
@@ -10,10 +10,10 @@ Trained on the dataset's training networks only (costmodel/splits.py), with the 
 - xgb: TVM's XGBModel recipe (per-store features, pack-sum, throughput regression); mlp: TVM's MLPModel recipe;
 - random.
 Metrics (costmodel/metrics.py): top-1 / top-5 score pooled over held-out networks with task weights, pairwise
-accuracy averaged over tasks. Prediction cost: median seconds of `predict` on 512 scheduled candidates of a held-out
+accuracy averaged over tasks; each the mean over training seeds (every model retrained per seed), per seed beside. Prediction cost: median seconds of `predict` on 512 scheduled candidates of a held-out
 task, inside MetaSchedule's interfaces (XGBModel extracts per-store features there; the Mamba adapter tokenises
-traces). Writes offline.json (the issue's keys at the top level of each model) and ships the Mamba weights to
-costmodel/weights/ (mamba_cpu.pt, mamba_cpu_small.pt).
+traces). Writes offline.json (the issue's keys at the top level of each model) and ships the first seed's Mamba
+weights to costmodel/weights/ (mamba_cpu.pt, mamba_cpu_small.pt).
 """
 
 from __future__ import annotations
@@ -24,11 +24,13 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from costmodel.dataset import Dataset
 from costmodel.evaluate import evaluate, mamba_scorer, mlp_scorer, random_scorer, xgb_scorer
 from costmodel.mamba import MambaConfig
+from costmodel.mlp import MLPConfig
 from costmodel.splits import split_by_network, tasks_of
 from costmodel.train import TrainConfig, load_tasks, train
 from costmodel.xgb_pretrain import DEFAULT_DATA
@@ -60,47 +62,71 @@ def predict_cost(ds: Dataset, test_hash: str, weights: dict[str, Path], n: int =
     return time_predict(header["workload"], header["args_info"], header["target"], traces, models)
 
 
+def train_rankers(ds: Dataset, work: Path, seed: int, steps: int) -> tuple[dict, dict]:
+    """The three Mamba rankers of one seed, resumed from their checkpoints when a run was stopped (a finished one is
+    only re-saved). Returns their final losses and training seconds (accumulated over resumed runs)."""
+    base = dict(steps=steps, tasks_per_batch=8, programs_per_task=32, checkpoint_every=100, seed=seed)
+    plan = {"mamba": (TrainConfig(model=LARGE, **base), None),
+            "mamba_small_kd": (TrainConfig(model=SMALL, kd_weight=0.5, **base), work / "mamba.pt"),
+            "mamba_small": (TrainConfig(model=SMALL, **base), None)}
+    times_path = work / "train_seconds.json"
+    secs = json.loads(times_path.read_text()) if times_path.exists() else {}
+    losses = {}
+    for name, (cfg, teacher) in plan.items():
+        info, spent = timed(train, ds.root, work / f"{name}.pt", cfg, resume=True, teacher=teacher)
+        losses[name] = info["final_loss"]
+        secs[name] = secs.get(name, 0.0) + spent
+        times_path.write_text(json.dumps(secs))
+    return losses, secs
+
+
+METRICS = ("top1", "top5", "pairwise")
+
+
+def mean_over_seeds(per_seed: list[dict]) -> dict:
+    """{model: mean metrics, per-seed metrics, per-network means} from one evaluate() result per seed."""
+    out = {}
+    for name in per_seed[0]:
+        runs = [r[name] for r in per_seed]
+        nets = runs[0]["per_network"]
+        out[name] = {**{m: float(np.mean([r[m] for r in runs])) for m in METRICS},
+                     "per_seed": [{m: r[m] for m in METRICS} for r in runs],
+                     "per_network": {net: {"top1": float(np.mean([r["per_network"][net]["top1"] for r in runs])),
+                                           "top5": float(np.mean([r["per_network"][net]["top5"] for r in runs])),
+                                           "tasks": nets[net]["tasks"]} for net in nets}}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    args.out.mkdir(parents=True, exist_ok=True)
-    work = args.out / "work"
     ds = Dataset(args.data)
     split = split_by_network(ds)
     train_tasks = load_tasks(ds, tasks_of(split["train"]))
-
-    base = dict(steps=args.steps, tasks_per_batch=8, programs_per_task=32, checkpoint_every=100)
-    info, secs = {}, {}
-    # resume=True: a rerun continues from the checkpoints (a finished model is only re-saved)
-    info["mamba"], secs["mamba"] = timed(train, ds.root, work / "mamba.pt", TrainConfig(model=LARGE, **base),
-                                         resume=True)
-    info["mamba_small_kd"], secs["mamba_small_kd"] = timed(
-        train, ds.root, work / "mamba_small_kd.pt", TrainConfig(model=SMALL, kd_weight=0.5, **base),
-        resume=True, teacher=work / "mamba.pt")
-    info["mamba_small"], secs["mamba_small"] = timed(
-        train, ds.root, work / "mamba_small.pt", TrainConfig(model=SMALL, **base), resume=True)
-    # training seconds accumulate over resumed runs
-    times_path = work / "train_seconds.json"
-    total = json.loads(times_path.read_text()) if times_path.exists() else {}
-    secs = {k: total.get(k, 0.0) + v for k, v in secs.items()}
-    times_path.write_text(json.dumps(secs))
-    scorers = {name: mamba_scorer(work / f"{name}.pt") for name in ("mamba", "mamba_small_kd", "mamba_small")}
-    scorers["xgb"], secs["xgb"] = timed(xgb_scorer, ds, train_tasks)  # not cached: retrained every run
-    scorers["mlp"], secs["mlp"] = timed(mlp_scorer, ds, train_tasks)
-    scorers["random"] = random_scorer()
-    results = evaluate(ds.root, scorers, split["test"])
-
     test_tasks = load_tasks(ds, tasks_of(split["test"]))
-    biggest = max(test_tasks, key=lambda t: len(t.seconds)).task_hash
-    predict = predict_cost(ds, biggest, {"mamba": work / "mamba.pt", "mamba_small_kd": work / "mamba_small_kd.pt"})
 
+    per_seed, secs, losses = [], {}, {}
+    for seed in args.seeds:
+        work = args.out / "work" / f"seed{seed}"
+        losses[seed], secs[seed] = train_rankers(ds, work, seed, args.steps)
+        scorers = {name: mamba_scorer(work / f"{name}.pt") for name in ("mamba", "mamba_small_kd", "mamba_small")}
+        scorers["xgb"], secs[seed]["xgb"] = timed(xgb_scorer, ds, train_tasks, seed=seed)
+        scorers["mlp"], secs[seed]["mlp"] = timed(mlp_scorer, ds, train_tasks, MLPConfig(seed=seed))
+        scorers["random"] = random_scorer(seed)
+        per_seed.append(evaluate(ds.root, scorers, split["test"]))
+    results = mean_over_seeds(per_seed)
+
+    first = args.out / "work" / f"seed{args.seeds[0]}"  # the weights that ship
+    biggest = max(test_tasks, key=lambda t: len(t.seconds)).task_hash
+    predict = predict_cost(ds, biggest, {"mamba": first / "mamba.pt", "mamba_small_kd": first / "mamba_small_kd.pt"})
     for name, r in results.items():
-        r["train_seconds"] = round(secs.get(name, 0.0), 1)
-        r["params"] = sum(p.numel() for p in torch.load(work / f"{name}.pt")["state"].values()) \
+        r["train_seconds"] = round(float(np.mean([secs[s].get(name, 0.0) for s in args.seeds])), 1)
+        r["params"] = sum(p.numel() for p in torch.load(first / f"{name}.pt")["state"].values()) \
             if name.startswith("mamba") else None
         r["predict_512_seconds"] = predict.get(name)
     report = {
@@ -110,17 +136,18 @@ def main() -> None:
             "train_networks": sorted(split["train"]), "test_networks": sorted(split["test"]),
             "train_tasks": len(train_tasks), "train_programs": int(sum(len(t.seconds) for t in train_tasks)),
             "test_tasks": len(test_tasks), "test_programs": int(sum(len(t.seconds) for t in test_tasks)),
-            "steps": args.steps, "mamba_large": LARGE.__dict__, "mamba_small": SMALL.__dict__,
-            "training": {k: {"final_loss": v["final_loss"]} for k, v in info.items()},
-            "predict_task": biggest, "threads": 2, "date": time.strftime("%Y-%m-%d"),
+            "seeds": args.seeds, "steps": args.steps, "mamba_large": LARGE.__dict__, "mamba_small": SMALL.__dict__,
+            "final_loss": losses, "predict_task": biggest, "threads": 2, "date": time.strftime("%Y-%m-%d"),
         },
     }
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "offline.json").write_text(json.dumps(report, indent=1) + "\n")
     WEIGHTS.mkdir(exist_ok=True)
-    shutil.copy(work / "mamba.pt", WEIGHTS / "mamba_cpu.pt")
-    shutil.copy(work / "mamba_small_kd.pt", WEIGHTS / "mamba_cpu_small.pt")
+    shutil.copy(first / "mamba.pt", WEIGHTS / "mamba_cpu.pt")
+    shutil.copy(first / "mamba_small_kd.pt", WEIGHTS / "mamba_cpu_small.pt")
     for name, r in results.items():
-        print(f"{name:15s} top1 {r['top1']:.3f} top5 {r['top5']:.3f} pairwise {r['pairwise']:.3f}"
+        spread = " ".join(f"{x['top1']:.3f}" for x in r["per_seed"])
+        print(f"{name:15s} top1 {r['top1']:.3f} ({spread}) top5 {r['top5']:.3f} pairwise {r['pairwise']:.3f}"
               f"  predict512 {r['predict_512_seconds'] or float('nan'):.3f}s")
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -120,13 +121,17 @@ def plot(summary: dict, path: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for model, c in summary["curves"].items():
-        seeds = np.array([[np.nan if v is None else v for v in s] for s in c["seeds_ms"]], dtype=float)
-        n = np.arange(1, seeds.shape[1] + 1)
+        n_points = min(len(s) for s in c["seeds_ms"])
+        seeds = np.array([[np.nan if v is None else v for v in s[:n_points]] for s in c["seeds_ms"]], dtype=float)
+        n = np.arange(1, n_points + 1)
         line, = ax.plot(n, [np.nan if v is None else v for v in c["median_ms"]], label=model)
-        ax.fill_between(n, np.nanmin(seeds, 0), np.nanmax(seeds, 0), color=line.get_color(), alpha=0.15)
+        with warnings.catch_warnings():  # trials before every task has a measurement are all-NaN columns
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ax.fill_between(n, np.nanmin(seeds, 0), np.nanmax(seeds, 0), color=line.get_color(), alpha=0.15)
+    ax.set_yscale("log")
     ax.set_xlabel("trials (measured programs)")
     ax.set_ylabel("estimated network latency, ms (sum of best task times)")
-    ax.set_title(title)
+    ax.set_title(f"{title}\nline: median over seeds, band: min-max")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -142,7 +147,14 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--plot-only", action="store_true", help="Redraw tuning.png from tuning.json.")
     args = ap.parse_args()
+    if args.plot_only:
+        report = json.loads((args.out / "tuning.json").read_text())
+        setup = report["setup"]
+        plot(report, args.out / "tuning.png", f"{setup['network']}: {len(setup['seeds'])} seeds, "
+                                              f"population {setup['population']}, {setup['trials']} trials")
+        return
     from costmodel import zoo
 
     if args.network not in zoo.TEST_NETWORKS:
@@ -160,7 +172,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "tuning.json").write_text(json.dumps(report, indent=1) + "\n")
     plot(summary, args.out / "tuning.png", f"{args.network}@b{args.batch}: {len(args.seeds)} seeds, "
-                                            f"population {args.population}")
+                                            f"population {args.population}, {args.trials} trials")
     print(json.dumps({k: v for k, v in report.items() if k != "curves"}, indent=1))
 
 

@@ -246,33 +246,49 @@ def costmodel_remeasure(dataset: Path = typer.Argument(..., help="Dataset folder
 @costmodel_app.command("train")
 def costmodel_train(data: Path = typer.Option(..., "--data", help="Dataset folder."),
                     out: Path = typer.Option(..., "--out", "-o", help="Weights file to write."),
-                    steps: int = typer.Option(2000, "--steps"),
+                    steps: int = typer.Option(600, "--steps", help="Optimiser steps (8 tasks x 32 programs each)."),
+                    d_model: int = typer.Option(64, "--d-model", help="Width of the Mamba blocks."),
+                    layers: int = typer.Option(2, "--layers", help="Number of Mamba blocks."),
+                    d_state: int = typer.Option(16, "--d-state", help="State size of the selective scan."),
+                    teacher: Optional[Path] = typer.Option(None, "--teacher", help="Weights of a larger ranker to "
+                                                           "distil from (listwise KD within each task)."),
+                    kd_weight: float = typer.Option(0.5, "--kd-weight", help="With --teacher: weight of the KD "
+                                                    "term; 1 - it goes to LambdaRank on the measured times."),
                     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint.")) -> None:
-    """Train the Mamba ranker (LambdaRank within tasks) on the dataset's training networks."""
+    """Train the Mamba ranker (LambdaRank within tasks) on the dataset's training networks.
+
+    Example, the shipped pair: `--out big.pt --steps 600`, then
+    `--out small.pt --d-model 32 --layers 1 --d-state 8 --teacher big.pt --steps 600`."""
+    from costmodel.mamba import MambaConfig
     from costmodel.train import TrainConfig, train
 
-    print(train(data, out, TrainConfig(steps=steps), resume=resume))
+    cfg = TrainConfig(model=MambaConfig(d_model=d_model, n_layers=layers, d_state=d_state), steps=steps,
+                      kd_weight=kd_weight)
+    print(train(data, out, cfg, resume=resume, teacher=teacher))
 
 
 @costmodel_app.command("eval")
 def costmodel_eval(data: Path = typer.Option(..., "--data", help="Dataset folder."),
                    weights: Optional[Path] = typer.Option(None, "--weights", help="Mamba weights to evaluate."),
-                   xgb: bool = typer.Option(True, "--xgb/--no-xgb", help="Train and evaluate the XGBoost baseline."),
+                   baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Train and evaluate "
+                                                  "TVM's XGBoost and MLP recipes on the same training split."),
                    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the results as JSON.")) -> None:
-    """Top-1/top-5 scores and pairwise accuracy on the held-out networks, against XGBoost and random."""
+    """Top-1/top-5 scores and pairwise accuracy on the held-out networks, against XGBoost, MLP and random."""
     import json
 
     from costmodel.dataset import Dataset
-    from costmodel.evaluate import evaluate, mamba_scorer, random_scorer, xgb_scorer
+    from costmodel.evaluate import evaluate, mamba_scorer, mlp_scorer, random_scorer, xgb_scorer
     from costmodel.splits import split_by_network, tasks_of
     from costmodel.train import load_tasks
 
     scorers = {"random": random_scorer()}
     if weights:
         scorers["mamba"] = mamba_scorer(weights)
-    if xgb:
+    if baselines:
         ds = Dataset(data)
-        scorers["xgb"] = xgb_scorer(ds, load_tasks(ds, tasks_of(split_by_network(ds)["train"])))
+        train_tasks = load_tasks(ds, tasks_of(split_by_network(ds)["train"]))
+        scorers["xgb"] = xgb_scorer(ds, train_tasks)
+        scorers["mlp"] = mlp_scorer(ds, train_tasks)
     results = evaluate(data, scorers)
     if out:
         out.write_text(json.dumps(results, indent=2) + "\n")

@@ -24,6 +24,7 @@ import numpy as np
 os.environ.setdefault("TVM_NUM_THREADS", "2")
 
 import tvm  # noqa: E402
+import tvm_ffi  # noqa: E402
 from tvm import relax  # noqa: E402
 from tvm.ir.utils import derived_object  # noqa: E402
 from tvm.s_tir import meta_schedule as ms  # noqa: E402
@@ -333,8 +334,6 @@ class JSONFiles(ms.database.PyDatabase):
     format JSONDatabase writes (so either can read what the other wrote)."""
 
     def __init__(self, work_dir: Path):
-        import tvm_ffi
-
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.mem = load_database(self.work_dir)
@@ -547,6 +546,30 @@ def plain_json(obj):
     return str(obj)
 
 
+def trace_json(trace) -> list:
+    """`plain_json(trace.as_json())`, 3.5x faster (0.41 s instead of 1.46 s per 512 candidates here): `Trace.as_json`
+    converts TVM's array to Python in a Python walk, then plain_json walks it again; here one walk of the FFI array
+    dispatches on exact types. The Mamba cost model converts every candidate it scores, over a thousand per round."""
+    return _plain_fast(_TRACE_AS_JSON(trace, False))
+
+
+_TRACE_AS_JSON = tvm.get_global_func("s_tir.schedule.TraceAsJSON")
+_AS_IS = (str, int, float, bool, type(None))
+
+
+def _plain_fast(obj):
+    t = type(obj)
+    if t is tvm_ffi.Array or t is list:
+        return [_plain_fast(v) for v in obj]
+    if t is tvm_ffi.core.String:
+        return str(obj)
+    if t in _AS_IS:
+        return obj
+    if t is tvm.tirx.IndexMap:  # as Trace.as_json writes it (a layout rewrite's map)
+        return tvm.ir.save_json(obj)
+    return plain_json(obj)  # IntImm, FloatImm, Map: rare in traces
+
+
 @derived_object
 class RecordingCallback(ms.measure_callback.PyMeasureCallback):
     """Hands every measured candidate of a batch to `sink` as a plain dict: trace JSON, every repeat's seconds,
@@ -566,7 +589,7 @@ class RecordingCallback(ms.measure_callback.PyMeasureCallback):
             error = built.error_msg or ran.error_msg
             if error is None and not replays(cand.sch.trace, task_scheduler.tasks_[task_id].ctx.mod):
                 error = "trace does not replay on its workload (TVM 0.27 rfactor traces); not reusable offline"
-            rows.append({"trace": plain_json(cand.sch.trace.as_json()),
+            rows.append({"trace": trace_json(cand.sch.trace),
                          "run_secs": None if error else [float(s) for s in ran.run_secs],
                          "error": None if error is None else str(error)[:500]})
             if self.with_features:
@@ -655,8 +678,6 @@ def tuning_curve(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path) -
     """After each trial of `work_dir`'s database, in measurement order: the network's latency as MetaSchedule's
     task scheduler estimates it, the sum over tasks of occurrences x best seconds measured so far; None while
     some task has no successful measurement yet."""
-    import tvm_ffi
-
     weight = {tvm_ffi.structural_hash(t.dispatched[0]): int(t.weight) for t in extract_tasks(mod, target)}
     wl_path, rec_path = work_dir / "database_workload.json", work_dir / "database_tuning_record.json"
     if not rec_path.exists():
@@ -729,7 +750,7 @@ class MambaCostModel(ms.cost_model.PyCostModel):
     def update(self, context, candidates, results) -> None:
         seconds = [float(np.mean([float(s) for s in r.run_secs])) if r.error_msg is None and r.run_secs else None
                    for r in results]
-        self.scorer.update(str(context.task_name), [plain_json(c.sch.trace.as_json()) for c in candidates], seconds)
+        self.scorer.update(str(context.task_name), [trace_json(c.sch.trace) for c in candidates], seconds)
 
     def predict(self, context, candidates) -> np.ndarray:
-        return self.scorer.predict([plain_json(c.sch.trace.as_json()) for c in candidates]).astype("float64")
+        return self.scorer.predict([trace_json(c.sch.trace) for c in candidates]).astype("float64")

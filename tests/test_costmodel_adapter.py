@@ -36,6 +36,10 @@ def test_mamba_cost_model_tunes_a_matmul_and_round_trips(tmp_path):
     assert len(scorer.seen) > 0  # update() received the measured programs
     assert timed.seconds > 0
 
+    # the fast trace conversion the adapter uses equals TVM's own, on every program of the run
+    for record in tb.load_database(tmp_path / "work").get_all_tuning_records():
+        assert tb.trace_json(record.trace) == tb.plain_json(record.trace.as_json())
+
     # the benchmark's curve: one point per trial, defined once every task has a measurement, never rising
     curve = tb.tuning_curve(mod, target, tmp_path / "work")
     tasks = tb.extract_tasks(mod, target)
