@@ -1,5 +1,6 @@
 """The Mamba cost model inside a real MetaSchedule tuning run, and its save/load round trip."""
 
+import copy
 import json
 
 import numpy as np
@@ -8,6 +9,7 @@ import torch
 
 from costmodel.mamba import MambaConfig, MambaRanker
 from costmodel.online import MambaScorer
+from costmodel.tokenize import tokenize
 
 pytestmark = pytest.mark.slow
 
@@ -52,6 +54,18 @@ def test_mamba_cost_model_tunes_a_matmul_and_round_trips(tmp_path):
 
     records = list((tmp_path / "work" / "database_tuning_record.json").open())[:4]
     traces = [json.loads(r)[1][0] for r in records]
+
+    # the tokeniser on these real traces: deterministic, and blind to block names
+    for trace in traces:
+        renamed = copy.deepcopy(trace)
+        names: dict[str, str] = {}
+        for inst in renamed[0]:
+            if inst[0] == "GetSBlock":
+                inst[2][0] = names.setdefault(inst[2][0], f"block{len(names)}_renamed")
+        assert names  # the trace does name blocks
+        (k1, n1), (k2, n2), (k3, n3) = tokenize(trace), tokenize(trace), tokenize(renamed)
+        assert np.array_equal(k1, k2) and np.array_equal(n1, n2)
+        assert np.array_equal(k1, k3) and np.array_equal(n1, n3)
     scorer.save(tmp_path / "m.pt")
     again = MambaScorer.load(tmp_path / "m.pt")
     assert np.array_equal(real_predict(traces), again.predict(traces))

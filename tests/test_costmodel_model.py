@@ -24,9 +24,9 @@ def test_scores_ignore_padding_and_batch_neighbours():
 def test_training_path_and_inference_path_agree():
     model = MambaRanker(MambaConfig(d_model=16, n_layers=1, d_state=4))
     batch = pad_tokens(_seqs([7, 4]))
-    train_scores = model(*batch)  # grad enabled: torch parallel scan
+    train_scores = model(*batch)  # grad enabled: the numba scan that keeps its states for backward
     with torch.no_grad():
-        infer_scores = model(*batch)  # numba scan
+        infer_scores = model(*batch)  # the numba scan alone
     assert torch.allclose(train_scores.detach(), infer_scores, atol=1e-5)
     train_scores.sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
