@@ -104,6 +104,7 @@ def summarise(runs: list[dict]) -> dict:
         else None,
         "costmodel_time_share": spent.get("mamba"),
         "costmodel_time_share_per_model": spent,
+        "tuning_seconds": {m: [round(r["tuning_seconds"], 1) for r in runs if r["model"] == m] for m in curves},
         "final_latency_ms": {m: None if v is None else v * 1e3 for m, v in final.items()},
         "mamba_reaches_xgb_final": None if "mamba" not in med or final.get("xgb") is None
         else trials_to_reach(med["mamba"], final["xgb"]),

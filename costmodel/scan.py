@@ -5,9 +5,8 @@
   scan of the linear recurrence, the state carried from chunk to chunk. For accelerators without mamba-ssm: on
   this CPU it is slower than the plain loop (it streams (b, chunk, e, n) tensors through memory log2(chunk) times).
 - `selective_scan_numba`: compiled CPU loops, parallel over the batch, with a hand-written backward pass (an
-  autograd Function that keeps the states): what training and inference use on CPU. Forward + backward at the
-  ranker's sizes (256 programs x 64 tokens x 128 channels x 16 states), 1 thread: 0.33 s, against 0.7 s for the
-  reference loop under autograd and 4.4 s for the chunked scan (measured 2026-11-29, collector running beside).
+  autograd Function that keeps the states): what training and inference use on CPU. At the ranker's sizes it
+  was much faster than the chunked scan in a one-off timing (no committed benchmark yet).
 When mamba-ssm is installed on a CUDA machine, `selective_scan` uses its fused kernel for CUDA tensors.
 
 Glossary: b batch, l length, e channels (the block's inner width), n state size.
