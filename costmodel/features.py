@@ -2,7 +2,8 @@
 
 Per task, in <dataset>/features/<task_hash>.npz (recomputed when the task gained records):
     latency_s (n,) float64          mean of the repeats; nan for failed programs
-    psf (rows, 164) float32         MetaSchedule PerStoreFeature rows of all programs, concatenated
+    psf (rows, 164) float32         MetaSchedule PerStoreFeature rows of the measured programs, concatenated
+                                    (failed programs own no rows)
     psf_offsets (n + 1,) int64      program i owns psf[psf_offsets[i]:psf_offsets[i + 1]]
     tok_kind (tokens,) int64, tok_num (tokens, f) float32, tok_offsets (n + 1,) int64: trace tokens, likewise
 """
@@ -41,8 +42,13 @@ def featurize_task(ds: Dataset, task_hash: str, with_store_features: bool = True
     if with_store_features and records:
         from kdcompile.tvm_backend import per_store_features
 
-        rows = per_store_features(header["workload"], header["args_info"], header["target"],
-                                  [r["trace"] for r in records])
+        # measured programs only: a failure may be a trace that does not replay (kept as a failure by the collector)
+        ok = np.flatnonzero(np.isfinite(latency))
+        found = per_store_features(header["workload"], header["args_info"], header["target"],
+                                   [records[i]["trace"] for i in ok]) if len(ok) else []
+        rows = [np.zeros((0, 164), np.float32)] * len(records)
+        for i, r in zip(ok, found):
+            rows[i] = r
         out["psf"], out["psf_offsets"] = _ragged(rows, 164, np.float32)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npz")

@@ -46,9 +46,11 @@ CostOpt = typer.Option("xgb", "--cost-model", help="Cost model guiding the searc
                        "dataset), mamba (our Mamba ranker, pretrained on the dataset, fine-tuned online), "
                        "mamba-small (its distilled 1-layer student) or random. Offline comparison: "
                        "bench/results/costmodel/offline.json.")
-DefaultsOpt = typer.Option("pretrained", "--defaults", help="How tasks that get no measured trial are scheduled "
-                           "(all of them with --trials 0): pretrained (TVM's XGBoost trained on the shipped "
-                           "dataset picks the best-predicted program, no measurement) or random.")
+DefaultsOpt = typer.Option("xgb", "--defaults", help="How tasks that get no measured trial are scheduled "
+                           "(all of them with --trials 0), with no measurement: the program a cost model predicts "
+                           "best. xgb (TVM's XGBoost trained on the shipped dataset), mamba (the shipped Mamba "
+                           "ranker) or random (a random program of the space). Zero-trial latency of each: "
+                           "bench/results/e2e/README.md.")
 ModelsOpt = typer.Option("student,teacher", "--models", help="Which models to tune: student, teacher or both.")
 ForceOpt = typer.Option(False, "--force", help="Distil again even if the run folder has a student for this teacher.")
 

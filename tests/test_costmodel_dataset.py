@@ -145,6 +145,20 @@ def test_offline_features_equal_tuning_features_and_json_database_round_trip(tb,
     assert all(len(line["after_s"]) == 5 and min(line["after_s"]) > 0 and line["cv"] >= 0 for line in lines)
     assert remeasure(ds.root, sample=3)["remeasured"] == 0  # already has its sample
 
+    # A failure whose trace does not replay (the collector keeps such programs, as failures) is featurised
+    # without replaying it: it owns no feature rows, and every measured program keeps its tuning-time rows.
+    from costmodel.features import featurize_task
+
+    bad = {"trace": [[["GetSBlock", [], ["no_such_block", "main"], ["b0"]]], []], "run_secs": None,
+           "error": "trace does not replay", "source": "random", "fp": None, "ts": 0.0, "load": 0.0}
+    ds.task(h).append([bad])
+    f = featurize_task(ds, h)
+    off = f["psf_offsets"]
+    assert len(f["latency_s"]) == 9 and np.isnan(f["latency_s"][8]) and off[9] == off[8]
+    for i, r in enumerate(rows):
+        got = f["psf"][off[i]:off[i + 1]]
+        assert np.array_equal(got, offline[i].astype(np.float32)) if r["run_secs"] else len(got) == 0  # cached as fp32
+
 
 @pytest.mark.slow
 def test_import_of_a_real_tuning_database(tb, linear_onnx, tmp_path):

@@ -93,11 +93,13 @@ class Tiny(torch.nn.Module):
         return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
 
 
-def test_every_task_gets_a_default_schedule_without_any_measurement(tb, tmp_path):
+@pytest.mark.parametrize("picker", ["random", "mamba"])  # mamba: the shipped weights, kdcompile's default picker
+def test_every_task_gets_a_default_schedule_without_any_measurement(tb, tmp_path, picker):
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
     from kdcompile.export import INPUT_NAME, ort_session, to_onnx
+    from kdcompile.tune import default_picker
 
     torch.manual_seed(0)
     x = torch.randn(1, 3, 16, 16)
@@ -106,9 +108,11 @@ def test_every_task_gets_a_default_schedule_without_any_measurement(tb, tmp_path
     mod = tb.lower(tb.import_onnx(tmp_path / "tiny.onnx", INPUT_NAME, (1, 3, 16, 16)), target)
     tasks = tb.extract_tasks(mod, target)
 
-    made = tb.default_schedules(mod, target, tmp_path / "defaults", tb.untrained_xgb(), population=32)
+    model = default_picker(picker)
+    assert isinstance(model, tb.MambaCostModel) == (picker == "mamba")
+    made = tb.default_schedules(mod, target, tmp_path / "defaults", model, population=32)
     assert made == len(tasks)
-    assert tb.default_schedules(mod, target, tmp_path / "defaults", tb.untrained_xgb(), population=32) == 0  # resumes
+    assert tb.default_schedules(mod, target, tmp_path / "defaults", model, population=32) == 0  # resumes
     db = ms.database.JSONDatabase(work_dir=str(tmp_path / "defaults"))  # loads: every trace replays
     for t in tasks:
         top = db.get_top_k(db.commit_workload(t.dispatched[0]), 1)
