@@ -3,6 +3,7 @@
     python -m bench.e2e                      # all three models, budgets below; resumes tuning from out/work
     python -m bench.e2e --models encoder --trials 300
     python -m bench.e2e --no-tuning          # re-measure with the tuning logs as they are (no new trials)
+    python -m bench.e2e --models mobilenet@NHWC   # a model lowered channels-last (tvm_backend.lower's layout)
 
 Per model: ONNX export; onnxruntime (all graph optimisations) and PyTorch latency; TVM with zero trials (default
 schedules picked by a cost model, no measurement: each picker in PICKERS, the first one being kdcompile's default);
@@ -30,7 +31,7 @@ from bench.stage import machine_info
 from bench.timing import TimingConfig, measure
 
 OUT = Path(__file__).resolve().parent / "results" / "e2e"
-TRIALS = {"student": 1000, "encoder": 600, "mobilenet": 1000}  # the issue's cap is 1,000 per model
+TRIALS = {"student": 1000, "encoder": 1000, "mobilenet": 1000}  # the issue's cap is 1,000 per model
 THREADS = 2
 PICKERS = ("xgb", "mamba", "random")  # zero-trial pickers (kdcompile.tune.default_picker), kdcompile's default first
 POPULATION = 512  # evolutionary search population per round: TVM's 2,048 made MobileNet's 66 rounds take ~45 min
@@ -73,6 +74,21 @@ def mobilenet() -> tuple[torch.nn.Module, tuple[int, ...]]:
 MODELS = {"student": demo_student, "encoder": encoder, "mobilenet": mobilenet}
 
 
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """"mobilenet" -> ("mobilenet", None); "mobilenet@NHWC" -> ("mobilenet", "NHWC"): a model and its lowering."""
+    name, _, layout = spec.partition("@")
+    return name, layout or None
+
+
+def work_dir(spec: str) -> Path:
+    return OUT / "work" / spec.replace("@", "-").lower()
+
+
+def pickers_for(spec: str) -> tuple[str, ...]:
+    """Zero-trial pickers are compared on the default lowering; another layout gets kdcompile's default only."""
+    return PICKERS if parse_spec(spec)[1] is None else PICKERS[:1]
+
+
 def ort_peak_gflops(n: int = 1024) -> float:
     """fp32 GFLOP/s of onnxruntime's (MLAS) n x n x n matmul, 2 threads: the machine's practical peak."""
     import onnx
@@ -106,22 +122,24 @@ def largest_kernels(costs: list[dict], peak: float) -> list[dict]:
     return out
 
 
-def prepare(name: str, trials: int, cost_model: str, tuning: bool = True) -> dict:
+def prepare(spec: str, trials: int, cost_model: str, tuning: bool = True) -> dict:
     """Export, default schedules (zero trials) for each picker, tuning: the files the measurement phase times."""
     from kdcompile import tvm_backend as tb
     from kdcompile.export import INPUT_NAME, to_onnx
     from kdcompile.tune import default_picker
 
+    name, layout = parse_spec(spec)
     module, shape = MODELS[name]()
-    work = OUT / "work" / name
+    work = work_dir(spec)
     work.mkdir(parents=True, exist_ok=True)
-    onnx_path = work / f"{name}.onnx"
+    onnx_path = work_dir(name) / f"{name}.onnx"  # one export per model, whatever its lowering
     if not onnx_path.exists():
+        onnx_path.parent.mkdir(parents=True, exist_ok=True)
         to_onnx(module, torch.zeros(shape), onnx_path, 20)
     target = tb.host_target(THREADS)
-    mod = tb.lower(tb.import_onnx(onnx_path, INPUT_NAME, shape), target)
+    mod = tb.lower(tb.import_onnx(onnx_path, INPUT_NAME, shape), target, layout=layout)
     defaults_s = {}
-    for picker in PICKERS:  # both learned pickers were trained on the dataset's training networks only
+    for picker in pickers_for(spec):  # both learned pickers were trained on the dataset's training networks only
         t0 = time.time()
         tb.default_schedules(mod, target, work / f"defaults-{picker}", default_picker(picker),
                              population=16 if picker == "random" else 256,
@@ -131,7 +149,7 @@ def prepare(name: str, trials: int, cost_model: str, tuning: bool = True) -> dic
     t0 = time.time()
     if tuning:
         tb.tune(mod, target, work / "tune", trials, cost_model=cost_model, population=POPULATION,
-                on_batch=lambda n: print(f"  {name}: {tb.count_records(work / 'tune')}/{trials} trials", flush=True))
+                on_batch=lambda n: print(f"  {spec}: {tb.count_records(work / 'tune')}/{trials} trials", flush=True))
     tuning_s = time.time() - t0
     tb.compile_tuned(mod, target, work / "tune", work / "tuned.so", defaults_dir=work / f"defaults-{PICKERS[0]}")
     costs = tb.task_costs(mod, target, work / "tune")
@@ -140,7 +158,7 @@ def prepare(name: str, trials: int, cost_model: str, tuning: bool = True) -> dic
             "tuning_s": tuning_s, "default_schedules_s": defaults_s, "cost_model": cost_model}
 
 
-def measure_all(name: str, timing: TimingConfig, rounds: int = 15) -> dict:
+def measure_all(spec: str, timing: TimingConfig, rounds: int = 15) -> dict:
     """Latency of every backend, in this (fresh) process: `rounds` short rounds that take turns over the backends,
     each backend's figure the median of its round medians. This VM switches between fast and slow phases that
     last seconds to minutes, and onnxruntime's latency is bimodal across them (the encoder: 0.48 or 0.82 ms), so
@@ -149,15 +167,16 @@ def measure_all(name: str, timing: TimingConfig, rounds: int = 15) -> dict:
     from kdcompile import tvm_backend as tb
     from kdcompile.export import INPUT_NAME, ort_session
 
+    name, _ = parse_spec(spec)
     module, shape = MODELS[name]()
-    work = OUT / "work" / name
+    work = work_dir(spec)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     torch.set_num_threads(THREADS)
-    sess = ort_session(work / f"{name}.onnx", THREADS)
+    sess = ort_session(work_dir(name) / f"{name}.onnx", THREADS)
     feed = {INPUT_NAME: x}
     reference = sess.run(None, feed)[0]
     tuned = tb.CompiledModel(work / "tuned.so")
-    untuned = {p: tb.CompiledModel(work / f"untuned-{p}.so") for p in PICKERS}
+    untuned = {p: tb.CompiledModel(work / f"untuned-{p}.so") for p in pickers_for(spec)}
     xt = torch.from_numpy(x)
 
     def torch_call():
@@ -178,17 +197,17 @@ def measure_all(name: str, timing: TimingConfig, rounds: int = 15) -> dict:
     return out
 
 
-def bench_model(name: str, trials: int, peak: float, cost_model: str, quick: bool, tuning: bool) -> dict:
-    info = prepare(name, trials, cost_model, tuning)
+def bench_model(spec: str, trials: int, peak: float, cost_model: str, quick: bool, tuning: bool) -> dict:
+    info = prepare(spec, trials, cost_model, tuning)
     # Timed in a fresh process: right after tuning, this one measured TVM 40% slower than it runs.
-    cmd = [sys.executable, "-m", "bench.e2e", "--measure", name] + (["--quick"] if quick else [])
+    cmd = [sys.executable, "-m", "bench.e2e", "--measure", spec] + (["--quick"] if quick else [])
     line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
     times = json.loads(line)
     return {"ort_ms": times["ort_ms"], "tvm_ms": times["tvm_ms"], "torch_ms": times["torch_ms"],
             "trials": info["trials"], "tvm_untuned_ms": times[f"tvm_untuned_{PICKERS[0]}_ms"],
             "tvm_vs_ort": times["tvm_ms"] / times["ort_ms"], "tvm_vs_ort_paired": times["tvm_vs_ort_paired"],
             "untuned_vs_ort": times[f"tvm_untuned_{PICKERS[0]}_ms"] / times["ort_ms"], "picker": PICKERS[0],
-            "untuned_vs_ort_by_picker": {p: times[f"tvm_untuned_{p}_ms"] / times["ort_ms"] for p in PICKERS},
+            "untuned_vs_ort_by_picker": {p: times[f"tvm_untuned_{p}_ms"] / times["ort_ms"] for p in pickers_for(spec)},
             "kernels": largest_kernels(info.pop("costs"), peak)} | info | {
             "rounds_ms": times["rounds_ms"], "max_abs_vs_ort": times["max_abs_vs_ort"]}
 
@@ -240,10 +259,11 @@ def main() -> None:
     peak = ort_peak_gflops()
     path = OUT / "vs_ort.json"  # {"<model>": {"ort_ms", "tvm_ms", "torch_ms", "trials", ...details}}
     results = json.loads(path.read_text()) if path.exists() else {}
-    for name in args.models.split(","):
+    for name in args.models.split(","):  # a model, or model@LAYOUT
         print(f"== {name}", flush=True)
         before = results.get(name, {})
-        results[name] = bench_model(name, args.trials or TRIALS[name], peak, args.cost_model, args.quick, args.tuning)
+        results[name] = bench_model(name, args.trials or TRIALS[parse_spec(name)[0]], peak, args.cost_model,
+                                    args.quick, args.tuning)
         if not args.tuning and "tuning_s" in before:  # the trials were run by an earlier invocation
             results[name]["tuning_s"] = before["tuning_s"]
         results[name]["load_avg_1min_after"] = os.getloadavg()[0]

@@ -58,6 +58,7 @@ def default_picker(name: str, target_kind: str = "llvm"):
 
 
 DEFAULT_PICKERS = ("xgb", "mamba", "random")
+LAYOUTS = {"nchw": None, "nhwc": "NHWC"}  # --layout -> tvm_backend.lower's layout
 
 COST_MODELS: dict[str, Callable[[], object]] = {
     "xgb": lambda: "xgb",  # TVM's XGBoost on per-store features: the baseline to beat
@@ -78,6 +79,7 @@ class TuneConfig:
     seed: int = 0
     threads: int = 2
     defaults: str = "xgb"  # how tasks without a measured trial get a schedule: see default_picker
+    layout: str = "nchw"  # convolutions' activation layout: "nchw" (as exported) or "nhwc" (tvm_backend.lower)
 
 
 def tune(run_dir, cfg: TuneConfig = TuneConfig()) -> dict:
@@ -88,6 +90,8 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig()) -> dict:
         raise KdError("--trials must be 0 or more.")
     if cfg.defaults not in DEFAULT_PICKERS:
         raise KdError(f"Unknown default-schedule picker '{cfg.defaults}': choose one of {', '.join(DEFAULT_PICKERS)}.")
+    if cfg.layout not in LAYOUTS:
+        raise KdError(f"Unknown layout '{cfg.layout}': choose one of {', '.join(LAYOUTS)}.")
     unknown = set(cfg.models) - set(MODELS)
     if unknown:
         raise KdError(f"Unknown model(s) {sorted(unknown)}: choose from {', '.join(MODELS)}.")
@@ -102,8 +106,12 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig()) -> dict:
     picker = []  # built on first need: training the xgb picker takes a minute
     for name in cfg.models:
         onnx_path = run.require(run.onnx(name), "export")
-        mod = tb.lower(tb.import_onnx(onnx_path, INPUT_NAME, shape), target)
+        mod = tb.lower(tb.import_onnx(onnx_path, INPUT_NAME, shape), target, layout=LAYOUTS[cfg.layout])
         work_dir = run.tune_dir(name)
+        tuned_as = previous.get(name, {}).get("layout", "nchw")
+        if tb.count_records(work_dir) and tuned_as != cfg.layout:
+            raise KdError(f"{name} was tuned with --layout {tuned_as} in {run.root}: its records do not apply to "
+                          f"--layout {cfg.layout}. Use --layout {tuned_as}, or another run folder.")
         n_tasks = len(tb.extract_tasks(mod, target))
         done_before = tb.count_records(work_dir)
         start = time.perf_counter()
@@ -121,7 +129,7 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig()) -> dict:
         earlier_s = previous.get(name, {}).get("tuning_s", 0.0) if done_before else 0.0  # resumed: add it up
         result[name] = {"lib": lib.name, "tasks": n_tasks, "trials": tb.count_records(work_dir) if cfg.trials else 0,
                         "trials_this_run": ran, "tuning_s": tuning_s + earlier_s, "tvm_max_abs": err,
-                        "default_schedules": n_defaults}
+                        "default_schedules": n_defaults, "layout": cfg.layout}
         console.print(f"{name}: {n_tasks} tasks, {result[name]['trials']} trials "
                       f"({ran} now, {tuning_s:.0f} s) -> {lib} (max abs error vs onnxruntime {err:.2e})")
         if not err <= cfg.tolerance:

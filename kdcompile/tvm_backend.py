@@ -115,14 +115,23 @@ LOWERING = "prepack"
 SPACE = "parallel+serial"
 
 
-def lower(mod: tvm.IRModule, target: tvm.target.Target, prepack: bool = True) -> tvm.IRModule:
+def lower(mod: tvm.IRModule, target: tvm.target.Target, prepack: bool = True,
+          layout: str | None = None) -> tvm.IRModule:
     """Fold batch norm into convolutions, legalize to TIR, fold constants and fuse: the module that is tuned.
     With `prepack`, weights are marked layout-free, so that tuned programs may choose their weights' layout
-    (MetaSchedule's RewriteLayout); `compile_tuned` then packs the constant weights once, at compile time."""
-    passes = tvm.transform.Sequential([
+    (MetaSchedule's RewriteLayout); `compile_tuned` then packs the constant weights once, at compile time.
+    With `layout="NHWC"`, convolutions (and the elementwise ops around them) run channels-last: the input is
+    transposed once, weights are transposed at compile time."""
+    folded = tvm.transform.Sequential([
         relax.transform.FoldBatchnormToConv2D(),
         relax.transform.CanonicalizeBindings(),
         relax.transform.DeadCodeElimination(),
+    ])
+    with target:
+        mod = folded(mod)
+        if layout is not None:
+            mod = _convert_layout(mod, layout)
+    passes = tvm.transform.Sequential([
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
@@ -131,6 +140,41 @@ def lower(mod: tvm.IRModule, target: tvm.target.Target, prepack: bool = True) ->
     ] + ([relax.transform.AttachAttrLayoutFreeBuffers()] if prepack else []))
     with target:
         return passes(mod)
+
+
+@relax.expr_functor.mutator
+class _ClipAsOps(relax.PyExprMutator):
+    """`call_tir(maximum|minimum, (x, scalar constant))`, as the ONNX importer emits Clip (ReLU6), back to
+    R.maximum / R.minimum: ConvertLayout cannot see through a call_tir and would wrap every convolution
+    followed by a ReLU6 in a pair of transposes."""
+
+    def __init__(self, mod: tvm.IRModule):
+        super().__init__(mod)
+        self.mod_ = mod
+
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        if call.op != tvm.ir.Op.get("relax.call_tir") or not isinstance(call.args[1], relax.Tuple):
+            return call
+        fields = call.args[1].fields
+        op = {"maximum": relax.op.maximum, "minimum": relax.op.minimum}.get(call.args[0].name_hint.rstrip("0123456789"))
+        if op is None or len(fields) != 2 or not isinstance(fields[1], tvm.ir.expr.Constant) or len(fields[1].ty.shape):
+            return call
+        return op(fields[0], fields[1])
+
+    def run(self) -> tvm.IRModule:
+        for gv, func in self.mod_.functions.items():
+            if isinstance(func, relax.Function):
+                self.builder_.update_func(gv, self.visit_expr(func))
+        return self.builder_.get()
+
+
+def _convert_layout(mod: tvm.IRModule, layout: str) -> tvm.IRModule:
+    if layout != "NHWC":
+        raise ValueError(f"Unsupported layout {layout!r}: NHWC or None.")
+    mod = relax.transform.FoldConstant()(mod)  # the clip bounds become scalar constants
+    mod = relax.transform.DeadCodeElimination()(_ClipAsOps(mod).run())
+    return relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)
 
 
 # ---- the search space: TVM's default CPU rules, with parallelism as a decision --------------------------------

@@ -50,6 +50,10 @@ def test_distill_and_tune_end_to_end_then_resume(tmp_path, teacher_file):
     zero = tune(run, TuneConfig(trials=0, models=("student",), defaults="random"))
     assert zero["student"]["default_schedules"] == zero["student"]["tasks"]
     assert zero["student"]["tvm_max_abs"] <= 1e-4
+    with pytest.raises(KdError, match="--layout nchw"):  # records of one layout are no use to another
+        tune(run, TuneConfig(trials=6, models=("student",), defaults="random", layout="nhwc"))
+    with pytest.raises(KdError, match="Unknown layout"):
+        tune(run, TuneConfig(trials=6, models=("student",), layout="NCHW16c"))
     assert distill(TeacherSpec(str(teacher_file)), run, DistillConfig(epochs=1))["student"] \
         == json.loads((run / "distill.json").read_text())["student"]
 

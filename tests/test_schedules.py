@@ -93,7 +93,7 @@ class Tiny(torch.nn.Module):
         return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
 
 
-@pytest.mark.parametrize("picker", ["random", "mamba"])  # mamba: the shipped weights, kdcompile's default picker
+@pytest.mark.parametrize("picker", ["random", "mamba"])  # mamba: the shipped weights
 def test_every_task_gets_a_default_schedule_without_any_measurement(tb, tmp_path, picker):
     import tvm
     from tvm.s_tir import meta_schedule as ms
@@ -126,3 +126,56 @@ def test_every_task_gets_a_default_schedule_without_any_measurement(tb, tmp_path
     lib = tb.compile_tuned(mod, target, None, tmp_path / "tiny.so", defaults_dir=tmp_path / "defaults")
     expected = ort_session(tmp_path / "tiny.onnx").run(None, {INPUT_NAME: x.numpy()})[0]
     np.testing.assert_allclose(tb.CompiledModel(lib)(x.numpy()), expected, atol=1e-4)
+
+
+class InvertedResidual(torch.nn.Module):
+    """MobileNet-V2's block: 1x1 expand, 3x3 depthwise, 1x1 project, batch norms, ReLU6, residual."""
+
+    def __init__(self, c=8, expand=4):
+        super().__init__()
+        h = c * expand
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(c, h, 1, bias=False), torch.nn.BatchNorm2d(h), torch.nn.ReLU6(),
+            torch.nn.Conv2d(h, h, 3, padding=1, groups=h, bias=False), torch.nn.BatchNorm2d(h), torch.nn.ReLU6(),
+            torch.nn.Conv2d(h, c, 1, bias=False), torch.nn.BatchNorm2d(c))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+def test_channels_last_lowering_keeps_relu6_fused_and_matches_onnxruntime(tb, tmp_path):
+    from tvm.s_tir import meta_schedule as ms
+
+    from kdcompile.export import INPUT_NAME, ort_session, to_onnx
+
+    torch.manual_seed(0)
+    net = InvertedResidual().eval()
+    with torch.no_grad():  # non-trivial batch-norm statistics, so that folding them is checked
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.uniform_(0.5, 2)
+    x = torch.randn(1, 8, 12, 12)
+    to_onnx(net, x, tmp_path / "block.onnx", 18)
+    target = tb.host_target(2)
+    imported = tb.import_onnx(tmp_path / "block.onnx", INPUT_NAME, (1, 8, 12, 12))
+    nchw, nhwc = tb.lower(imported, target), tb.lower(imported, target, layout="NHWC")
+
+    def names(mod):
+        return sorted(t.task_name for t in tb.extract_tasks(mod, target))
+
+    convs = [t for t in tb.extract_tasks(nhwc, target) if "conv2d" in t.task_name]
+    assert len(convs) == 3 and sum("maximum" in t.task_name and "minimum" in t.task_name for t in convs) == 2
+    for t in convs:  # every convolution reads channels-last activations: (1, 12, 12, channels)
+        shape = [int(d) for d in ms.arg_info.ArgInfo.from_entry_func(t.dispatched[0])[0].shape]
+        assert shape[:3] == [1, 12, 12] and shape[3] in (8, 32)
+    transposes = [n for n in names(nhwc) if "transpose" in n]
+    assert len(transposes) <= 2  # the input in, the output out: none around the convolutions
+    assert len(names(nchw)) == len([n for n in names(nhwc) if "transpose" not in n])
+    with pytest.raises(ValueError, match="NHWC"):
+        tb.lower(imported, target, layout="NCHW16c")
+
+    expected = ort_session(tmp_path / "block.onnx").run(None, {INPUT_NAME: x.numpy()})[0]
+    for mod, name in ((nchw, "nchw"), (nhwc, "nhwc")):
+        tb.default_schedules(mod, target, tmp_path / name, tb.untrained_xgb(), population=16)
+        lib = tb.compile_tuned(mod, target, None, tmp_path / f"{name}.so", defaults_dir=tmp_path / name)
+        np.testing.assert_allclose(tb.CompiledModel(lib)(x.numpy()), expected, atol=1e-4)
