@@ -179,3 +179,30 @@ def test_channels_last_lowering_keeps_relu6_fused_and_matches_onnxruntime(tb, tm
         tb.default_schedules(mod, target, tmp_path / name, tb.untrained_xgb(), population=16)
         lib = tb.compile_tuned(mod, target, None, tmp_path / f"{name}.so", defaults_dir=tmp_path / name)
         np.testing.assert_allclose(tb.CompiledModel(lib)(x.numpy()), expected, atol=1e-4)
+
+
+class Transcendental(torch.nn.Module):
+    """Every op fast math replaces: softmax, GELU (erf and tanh forms), sigmoid, SiLU, tanh, exp."""
+
+    def forward(self, x):
+        y = torch.softmax(x, -1) + torch.nn.functional.gelu(x) + torch.nn.functional.gelu(x, approximate="tanh")
+        return y + torch.sigmoid(x) + torch.nn.functional.silu(x) + torch.tanh(x) + torch.exp(x / 4)
+
+
+def test_fast_math_replaces_libm_calls_and_matches_onnxruntime(tb, tmp_path):
+    from kdcompile.export import INPUT_NAME, ort_session, to_onnx
+
+    x = (torch.randn(2, 16, 48) * 4).clamp(-30, 30)  # the tails too: erf and tanh saturate, exp spans 1e-3..1e3
+    to_onnx(Transcendental(), x, tmp_path / "t.onnx", 20)
+    target = tb.host_target(2)
+    imported = tb.import_onnx(tmp_path / "t.onnx", INPUT_NAME, tuple(x.shape))
+
+    def libm_calls(mod):
+        text = "\n".join(f.script() for f in mod.functions.values())
+        return sum(text.count(f"T.{fn}(") for fn in ("exp", "erf", "tanh", "sigmoid"))
+
+    fast, plain = tb.lower(imported, target), tb.lower(imported, target, fast_math=False)
+    assert libm_calls(plain) >= 5 and libm_calls(fast) == 0
+    expected = ort_session(tmp_path / "t.onnx").run(None, {INPUT_NAME: x.numpy()})[0]
+    lib = tb.compile_tuned(fast, target, None, tmp_path / "fast.so")
+    np.testing.assert_allclose(tb.CompiledModel(lib)(x.numpy()), expected, rtol=2e-6, atol=2e-6)
