@@ -26,6 +26,7 @@ class CollectConfig:
     out: Path | None = None  # dataset folder; default datasets/<hardware_name()>
     networks: tuple[str, ...] = tuple(zoo.NETWORKS)
     batches: tuple[int, ...] = zoo.BATCHES
+    layouts: tuple[str | None, ...] = (None, "NHWC")  # lowerings (tvm_backend.lower's layout); NHWC: CNNs only
     random_per_task: int = 64
     evolutionary_per_task: int = 128
     first_pass: int = 24  # programs per source every task gets before any task gets more
@@ -72,18 +73,20 @@ def plan(cfg: CollectConfig) -> list[str]:
     known = ds.networks()
     per_network: list[list[str]] = []
     for name in cfg.networks:
-        for batch in cfg.batches:
+        for batch, layout in ((b, lay) for b in cfg.batches for lay in cfg.layouts):
+            if layout is not None and name not in zoo.CHANNELS_LAST:
+                continue
             # one key per lowering: networks collected under an earlier lowering keep their own (other) tasks
-            key = f"{name}@b{batch}+{tb.LOWERING}"
+            key = f"{name}@b{batch}+{tb.LOWERING}" + (f"+{layout.lower()}" if layout else "")
             if key in known:
                 per_network.append(list(known[key]["tasks"]))
                 continue
             module, shape = zoo.build(name)
             shape = (batch, *shape[1:])
-            onnx_path = cfg.cache.expanduser() / "zoo" / f"{key}.onnx"
+            onnx_path = cfg.cache.expanduser() / "zoo" / f"{name}@b{batch}.onnx"
             if not onnx_path.exists():
                 to_onnx(module, torch.zeros(shape), onnx_path, opset=18)
-            tasks = tb.network_tasks(onnx_path, INPUT_NAME, shape, target)
+            tasks = tb.network_tasks(onnx_path, INPUT_NAME, shape, target, layout=layout)
             weights: dict[str, int] = {}
             for t in tasks:
                 h = tb.structural_hash(t["workload"])
@@ -93,7 +96,7 @@ def plan(cfg: CollectConfig) -> list[str]:
                     f.create({"task_hash": h, "task_name": t["task_name"], "workload": t["workload"],
                               "args_info": t["args_info"], "target": tb.target_dict(target)})
             ds.add_network(key, {"network": name, "batch": batch, "input_shape": list(shape), "tasks": weights,
-                                 "lowering": tb.LOWERING, "space": tb.SPACE})
+                                 "lowering": tb.LOWERING, "layout": layout or "as exported", "space": tb.SPACE})
             per_network.append(list(weights))
             console.print(f"{key}: {len(tasks)} tasks")
     order, seen = [], set()

@@ -593,9 +593,9 @@ def tvm_version() -> str:
 
 # ---- tensor-program dataset (costmodel/collect.py drives these) --------------------------------------------
 def network_tasks(onnx_path: Path, input_name: str, input_shape: tuple[int, ...],
-                  target: tvm.target.Target) -> list[dict]:
+                  target: tvm.target.Target, layout: str | None = None) -> list[dict]:
     """The tunable tasks of a network, lowered exactly as `tune` lowers it: name, weight, workload JSON, module."""
-    mod = lower(import_onnx(onnx_path, input_name, input_shape), target)
+    mod = lower(import_onnx(onnx_path, input_name, input_shape), target, layout=layout)
     tasks = []
     for t in extract_tasks(mod, target):
         workload = ms.database.Workload(t.dispatched[0])

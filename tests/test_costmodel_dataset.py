@@ -263,3 +263,25 @@ def test_collection_through_an_rpc_tracker_on_loopback(tmp_path):
     assert all(r["run_secs"] and len(r["run_secs"]) == 2 for r in records), [r["error"] for r in records]
     fingerprint, = json.loads((tmp_path / "ds" / "fingerprints.json").read_text()).values()
     assert fingerprint["rpc_key"] == "loopback-cpu"
+
+
+@pytest.mark.slow
+def test_plan_registers_cnns_channels_last_too(tmp_path):
+    """A CNN of the zoo is lowered twice (as exported, and NHWC as `tune --layout nhwc` lowers it), each under its
+    own network key; other networks only as exported."""
+    from costmodel.collect import CollectConfig, plan
+    from kdcompile import tvm_backend as tb
+
+    cfg = CollectConfig(out=tmp_path / "ds", networks=("mnist_student", "tcn"), batches=(1,), cache=tmp_path / "c")
+    order = plan(cfg)
+    nets = Dataset(tmp_path / "ds").networks()
+    assert sorted(nets) == sorted([f"mnist_student@b1+{tb.LOWERING}", f"mnist_student@b1+{tb.LOWERING}+nhwc",
+                                   f"tcn@b1+{tb.LOWERING}"])
+    nchw, nhwc = (set(nets[f"mnist_student@b1+{tb.LOWERING}{s}"]["tasks"]) for s in ("", "+nhwc"))
+    assert nhwc - nchw and set(order) == nchw | nhwc | set(nets[f"tcn@b1+{tb.LOWERING}"]["tasks"])
+    ds = Dataset(tmp_path / "ds")
+    for h in nhwc - nchw:  # every convolution of the NHWC lowering reads (1, H, W, channels)
+        header = ds.task(h).header()
+        if "conv2d" in header["task_name"]:
+            shape = header["args_info"][0][2]  # ["TENSOR", dtype, shape] of the activation
+            assert shape[1] == shape[2] <= 28, (header["task_name"], shape)  # NCHW would be (1, C, H, W)
