@@ -110,14 +110,15 @@ def ort_peak_gflops(n: int = 1024) -> float:
 
 
 def largest_kernels(costs: list[dict], peak: float) -> list[dict]:
-    """The largest matmul and the largest convolution task by FLOPs, with the tuned GFLOP/s and share of peak."""
+    """The largest matmul and the largest convolution task by FLOPs, with the tuned GFLOP/s and share of peak
+    (the contraction's FLOPs only, not those of the elementwise ops fused after it)."""
     out = []
     for kind in ("matmul", "conv2d"):
         tasks = [c for c in costs if kind in c["task"] and c["seconds"]]
         if tasks:
-            c = max(tasks, key=lambda c: c["flops"])
-            gflops = c["flops"] / c["seconds"] / 1e9
-            out.append({"task": c["task"], "flops": c["flops"], "us": c["seconds"] * 1e6,
+            c = max(tasks, key=lambda c: c["contraction_flops"])
+            gflops = c["contraction_flops"] / c["seconds"] / 1e9
+            out.append({"task": c["task"], "flops": c["contraction_flops"], "us": c["seconds"] * 1e6,
                         "gflops": gflops, "fraction_of_peak": gflops / peak})
     return out
 

@@ -206,3 +206,16 @@ def test_fast_math_replaces_libm_calls_and_matches_onnxruntime(tb, tmp_path):
     expected = ort_session(tmp_path / "t.onnx").run(None, {INPUT_NAME: x.numpy()})[0]
     lib = tb.compile_tuned(fast, target, None, tmp_path / "fast.so")
     np.testing.assert_allclose(tb.CompiledModel(lib)(x.numpy()), expected, rtol=2e-6, atol=2e-6)
+
+
+def test_contraction_flops_count_multiply_adds_of_two_tensors_only(tb):
+    import tvm
+    from tvm import te
+
+    a, b = te.placeholder((8, 16), name="A"), te.placeholder((16, 4), name="B")
+    k, j = te.reduce_axis((0, 16), name="k"), te.reduce_axis((0, 4), name="j")
+    mm = te.compute((8, 4), lambda i, n: te.sum(a[i, k] * b[k, n], axis=k), name="matmul")
+    epilogue = te.compute((8, 4), lambda i, n: te.exp(mm[i, n]) + 1.0, name="epilogue")
+    row_max = te.compute((8,), lambda i: te.max(epilogue[i, j], axis=j), name="row_max")  # reads one tensor
+    mod = tvm.IRModule({"main": te.create_prim_func([a, b, row_max])})
+    assert tb.contraction_flops(mod) == 2 * 8 * 16 * 4
