@@ -150,6 +150,7 @@ def prepare(spec: str, trials: int, cost_model: str, tuning: bool = True) -> dic
     t0 = time.time()
     if tuning:
         tb.tune(mod, target, work / "tune", trials, cost_model=cost_model, population=POPULATION,
+                defaults_dir=work / f"defaults-{PICKERS[0]}",
                 on_batch=lambda n: print(f"  {spec}: {tb.count_records(work / 'tune')}/{trials} trials", flush=True))
     tuning_s = time.time() - t0
     tb.compile_tuned(mod, target, work / "tune", work / "tuned.so", defaults_dir=work / f"defaults-{PICKERS[0]}")

@@ -4,6 +4,7 @@ onnxruntime. The tuning database stays in the run folder; running the stage agai
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -115,16 +116,20 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig()) -> dict:
                           f"--layout {cfg.layout}. Use --layout {tuned_as}, or another run folder.")
         n_tasks = len(tb.extract_tasks(mod, target))
         done_before = tb.count_records(work_dir)
+        defaults_dir = run.root / f"{name}_defaults"
+        # every task's default first: the search starts by timing them, and leaves the negligible tasks alone
+        _defaults(mod, target, None, defaults_dir, cfg, picker)
         start = time.perf_counter()
         with progress() as bar:
             task = bar.add_task(f"tune {name}", total=max(cfg.trials, done_before), completed=done_before,
                                  info=f"{n_tasks} tasks")
             ran = tb.tune(mod, target, work_dir, cfg.trials, COST_MODELS[cfg.cost_model](), cfg.seed,
-                          on_batch=lambda n, task=task: bar.update(task, advance=n))
+                          on_batch=lambda n, task=task: bar.update(task, advance=n), defaults_dir=defaults_dir)
         tuning_s = time.perf_counter() - start
         tuned_dir = work_dir if cfg.trials > 0 else None
-        defaults_dir = run.root / f"{name}_defaults"
-        n_defaults = _defaults(mod, target, tuned_dir, defaults_dir, cfg, picker)
+        searched = work_dir / "searched.json"
+        n_defaults = n_tasks - len(json.loads(searched.read_text())["searched"]) if tuned_dir and searched.exists() \
+            else n_tasks  # tasks that run a default schedule (measured, when trials > 0)
         lib = tb.compile_tuned(mod, target, tuned_dir, run.tvm_lib(name), defaults_dir=defaults_dir)
         err = tvm_parity(tb.CompiledModel(lib), ort_session(onnx_path, cfg.threads), inputs)
         earlier_s = previous.get(name, {}).get("tuning_s", 0.0) if done_before else 0.0  # resumed: add it up

@@ -294,20 +294,42 @@ def extract_tasks(mod: tvm.IRModule, target: tvm.target.Target) -> list:
     return ms.relax_integration.extract_tasks(mod, target)
 
 
+MIN_SHARE = 0.02  # `tune`: tasks under this share of the model's time (default schedules measured) are not searched
+
+
 def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trials: int,
          cost_model: str | object = "xgb", seed: int = 0,
-         on_batch: Callable[[int], None] | None = None, population: int | None = None) -> int:
-    """Tune every task of the lowered `mod` with MetaSchedule; records go to `work_dir`'s JSON database.
+         on_batch: Callable[[int], None] | None = None, population: int | None = None,
+         defaults_dir: Path | None = None, min_share: float = MIN_SHARE) -> int:
+    """Tune the tasks of the lowered `mod` with MetaSchedule; records go to `work_dir`'s JSON database.
 
+    With `defaults_dir` (default schedules, `default_schedules`), each task's default program is measured first
+    (one trial per task, `measure_defaults`), and only the tasks that take at least `min_share` of the model's
+    time that way are searched: the others keep their measured default. MetaSchedule's scheduler otherwise
+    spends a warm-up batch on every task: on the demo student, six small tasks (a reshape, the classifier, two
+    poolings, a mean, the 1-channel convolution) took 239 of a 1,000-trial budget. The tasks searched are
+    written to `work_dir`/searched.json.
     Resumable: trials already in the database count towards `num_trials`, and the search starts from them.
     `population`: the evolutionary search's population per round (TVM's default, 2,048, when None); the search
     costs about proportionally to it. Returns the number of trials run by this call.
     """
     work_dir.mkdir(parents=True, exist_ok=True)
-    remaining = num_trials - count_records(work_dir)
+    start = count_records(work_dir)
     tasks = extract_tasks(mod, target)
-    if remaining <= 0 or not tasks:
+    if num_trials - start <= 0 or not tasks:
         return 0
+    if defaults_dir is not None:
+        seconds = measure_defaults(mod, target, defaults_dir, work_dir, budget=num_trials - start)
+        if on_batch is not None:
+            on_batch(count_records(work_dir) - start)
+        total = sum(seconds.get(t.task_name, 0.0) * int(t.weight) for t in tasks)
+        tasks = [t for t in tasks if t.task_name not in seconds
+                 or seconds[t.task_name] * int(t.weight) >= min_share * total]
+        (work_dir / "searched.json").write_text(json.dumps(  # which tasks the search got, and why
+            {"searched": [t.task_name for t in tasks], "min_share": min_share, "seconds_before_search": seconds}))
+    remaining = num_trials - count_records(work_dir)
+    if remaining <= 0 or not tasks:
+        return count_records(work_dir) - start
     # The gradient scheduler warms up every task with one batch, then gives batches to the tasks that gain most.
     # Batches of trials/(2 tasks) leave half the budget to that second phase, where the cost model has learned
     # from the first; a task that still gets nothing runs its default schedule.
@@ -327,7 +349,50 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trial
                   runner=make_runner(None, ms.runner.EvaluatorConfig()), database=JSONFiles(work_dir),
                   cost_model=cost_model,
                   measure_callbacks=callbacks)
-    return count_records(work_dir) - (num_trials - remaining)
+    return count_records(work_dir) - start
+
+
+
+def measure_defaults(mod: tvm.IRModule, target: tvm.target.Target, defaults_dir: Path, work_dir: Path,
+                     budget: int | None = None) -> dict[str, float]:
+    """Build and time each task's default schedule (from `defaults_dir`) once, as the tuner measures, and add
+    it to `work_dir`'s tuning database as a measured record, a trial like any other. Tasks that already have a
+    measured record are not measured again. At most `budget` new trials. Returns each task's best seconds."""
+    defaults, db = load_database(defaults_dir), JSONFiles(work_dir)
+    seconds, todo = {}, []
+    for task in extract_tasks(mod, target):
+        if _has_record(db, task):
+            if (best := _best_seconds(db, task)) is not None:
+                seconds[task.task_name] = best
+        elif _has_record(defaults, task) and (budget is None or len(todo) < budget):
+            todo.append((task, defaults.get_top_k(defaults.commit_workload(task.dispatched[0]), 1)[0]))
+    schedules = []
+    for task, record in todo:
+        sch = tvm.s_tir.Schedule(task.dispatched[0])
+        record.trace.apply_to_schedule(sch, remove_postproc=False)
+        schedules.append(sch)
+    built = ms.builder.LocalBuilder(f_build=fast_build, timeout_sec=120).build(
+        [ms.builder.BuilderInput(sch.mod, target) for sch in schedules])
+    ok = [i for i, b in enumerate(built) if b.error_msg is None]
+    device = "cpu" if target.kind.name == "llvm" else target.kind.name
+    runs = make_runner(None, ms.runner.EvaluatorConfig()).run(
+        [ms.runner.RunnerInput(built[i].artifact_path, device, todo[i][1].args_info) for i in ok])
+    ran = dict(zip(ok, (f.result() for f in runs)))
+    for i, ((task, record), sch) in enumerate(zip(todo, schedules)):
+        secs = [1e10]  # MetaSchedule's mark of a failed trial
+        if i in ran and ran[i].error_msg is None:
+            secs = [float(t) for t in ran[i].run_secs]
+        db.commit_tuning_record(ms.database.TuningRecord(
+            sch.trace, db.commit_workload(task.dispatched[0]), secs, target, record.args_info))
+        if max(secs) < 1e9:
+            seconds[task.task_name] = float(np.mean(secs))
+    return seconds
+
+
+def _best_seconds(db, task) -> float | None:
+    top = db.get_top_k(db.commit_workload(task.dispatched[0]), 1)
+    secs = [float(s) for s in top[0].run_secs] if top else [1e10]
+    return float(np.mean(secs)) if max(secs) < 1e9 else None
 
 
 # ---- default schedules: zero measurements, picked by a cost model -------------------------------------------

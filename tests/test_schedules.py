@@ -219,3 +219,30 @@ def test_contraction_flops_count_multiply_adds_of_two_tensors_only(tb):
     row_max = te.compute((8,), lambda i: te.max(epilogue[i, j], axis=j), name="row_max")  # reads one tensor
     mod = tvm.IRModule({"main": te.create_prim_func([a, b, row_max])})
     assert tb.contraction_flops(mod) == 2 * 8 * 16 * 4
+
+
+def test_tune_times_every_default_first_and_searches_only_tasks_that_matter(tb, tmp_path):
+    import json
+
+    from kdcompile.export import INPUT_NAME, to_onnx
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.Linear(512, 2)).eval()  # 67 MFLOP, then 0.3 MFLOP
+    x = torch.randn(128, 512)
+    to_onnx(net, x, tmp_path / "two.onnx", 18)
+    target = tb.host_target(2)
+    mod = tb.lower(tb.import_onnx(tmp_path / "two.onnx", INPUT_NAME, (128, 512)), target)
+    names = sorted(t.task_name for t in tb.extract_tasks(mod, target))
+    assert len(names) == 2
+    tb.default_schedules(mod, target, tmp_path / "defaults", tb.untrained_xgb(), population=16)
+    tb.tune(mod, target, tmp_path / "work", 10, population=32, defaults_dir=tmp_path / "defaults", min_share=0.05)
+    plan = json.loads((tmp_path / "work" / "searched.json").read_text())
+    assert sorted(plan["seconds_before_search"]) == names  # both defaults were timed
+    big = max(plan["seconds_before_search"], key=plan["seconds_before_search"].get)
+    assert plan["searched"] == [big]
+    costs = {c["task"]: c for c in tb.task_costs(mod, target, tmp_path / "work")}
+    assert all(c["seconds"] for c in costs.values())  # every task has a measured program
+    assert tb.count_records(tmp_path / "work") <= 10  # the two default timings count against the budget
+    lib = tb.compile_tuned(mod, target, tmp_path / "work", tmp_path / "two.so", defaults_dir=tmp_path / "defaults")
+    with torch.no_grad():
+        np.testing.assert_allclose(tb.CompiledModel(lib)(x.numpy()), net(x).numpy(), atol=1e-4)
