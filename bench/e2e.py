@@ -149,7 +149,9 @@ def prepare(spec: str, trials: int, cost_model: str, tuning: bool = True) -> dic
         tb.compile_tuned(mod, target, None, work / f"untuned-{picker}.so", defaults_dir=work / f"defaults-{picker}")
     t0 = time.time()
     if tuning:
-        tb.tune(mod, target, work / "tune", trials, cost_model=cost_model, population=POPULATION,
+        from kdcompile.tune import COST_MODELS
+
+        tb.tune(mod, target, work / "tune", trials, cost_model=COST_MODELS[cost_model](), population=POPULATION,
                 defaults_dir=work / f"defaults-{PICKERS[0]}",
                 on_batch=lambda n: print(f"  {spec}: {tb.count_records(work / 'tune')}/{trials} trials", flush=True))
     tuning_s = time.time() - t0
@@ -240,7 +242,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--trials", type=int, help="one budget for every model (default: per-model budgets)")
-    ap.add_argument("--cost-model", default="xgb")
+    ap.add_argument("--cost-model", default="xgb", help="the search's cost model (kdcompile.tune.COST_MODELS)")
     ap.add_argument("--quick", action="store_true", help="shorter timing (for trying the script out)")
     ap.add_argument("--no-tuning", dest="tuning", action="store_false",
                     help="no new trials: build and measure with the tuning logs as they are")
@@ -267,7 +269,7 @@ def main() -> None:
         results[name] = bench_model(name, args.trials or TRIALS[parse_spec(name)[0]], peak, args.cost_model,
                                     args.quick, args.tuning)
         if not args.tuning and "tuning_s" in before:  # the trials were run by an earlier invocation
-            results[name]["tuning_s"] = before["tuning_s"]
+            results[name] |= {k: before[k] for k in ("tuning_s", "cost_model") if k in before}
         results[name]["load_avg_1min_after"] = os.getloadavg()[0]
         print(json.dumps({k: v for k, v in results[name].items() if k.endswith("ms")}), flush=True)
         path.write_text(json.dumps(results, indent=1))
