@@ -40,7 +40,9 @@ LossOpt = typer.Option("hinton", "--loss", help="Distillation method: hinton, fk
                                                  "losses), dkd, fitnets, at, rkd (feature losses), ce or scratch.")
 TempOpt = typer.Option(4.0, "--temperature", "-T", help="KD temperature.")
 AlphaOpt = typer.Option(0.9, "--alpha", help="Weight of the KD loss; 1-alpha goes to cross-entropy on labels.")
-TrialsOpt = typer.Option(200, "--trials", help="MetaSchedule trials per model (resumes from the run's database).")
+TrialsOpt = typer.Option(200, "--trials", help="Measured programs per model (resumes from the run's database): "
+                         "first each task's default schedule is timed, then MetaSchedule searches the tasks that "
+                         "take at least 2% of the model's time.")
 CostOpt = typer.Option("xgb", "--cost-model", help="Cost model guiding the search: xgb (TVM's XGBoost, learns "
                        "from this run's measurements), xgb-pretrained (the same, first trained on the shipped "
                        "dataset), mamba (our Mamba ranker, pretrained on the dataset, fine-tuned online), "
