@@ -146,8 +146,8 @@ def lower(mod: tvm.IRModule, target: tvm.target.Target, prepack: bool = True,
 def fast_math_legalization() -> dict:
     """LegalizeOps overrides that evaluate float32 exp, erf and tanh with TOPI's polynomial approximations
     (topi.fast_exp / fast_erf / fast_tanh, what Relay's FastMath pass did) instead of libm calls, which LLVM
-    emits one lane at a time even inside a vectorized loop. On 32K float32 elements, one core, this machine:
-    erf 205 -> 9 us, exp 65 -> 7.6 us, tanh 150 -> 10.7 us; the encoder's GELU and softmax kernels were the
+    emits one lane at a time even inside a vectorized loop. On 32K float32 elements, one core, this machine
+    (bench/fast_math.py): erf 351 -> 8.3 us, exp 66 -> 6.7 us, tanh 151 -> 10.8 us; the encoder's GELU and softmax kernels were the
     slowest of its tuned kernels per FLOP. Other dtypes keep TVM's legalization."""
     from tvm import topi
 
@@ -306,8 +306,8 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trial
     With `defaults_dir` (default schedules, `default_schedules`), each task's default program is measured first
     (one trial per task, `measure_defaults`), and only the tasks that take at least `min_share` of the model's
     time that way are searched: the others keep their measured default. MetaSchedule's scheduler otherwise
-    spends a warm-up batch on every task: on the demo student, six small tasks (a reshape, the classifier, two
-    poolings, a mean, the 1-channel convolution) took 239 of a 1,000-trial budget. The tasks searched are
+    spends a warm-up batch on every task, however small (the demo student has six: a reshape, the classifier,
+    two poolings, a mean, the 1-channel convolution). The tasks searched are
     written to `work_dir`/searched.json.
     Resumable: trials already in the database count towards `num_trials`, and the search starts from them.
     `population`: the evolutionary search's population per round (TVM's default, 2,048, when None); the search
@@ -624,11 +624,7 @@ def task_costs(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path | No
     db = load_database(work_dir) if work_dir and count_records(work_dir) else None
     rows = []
     for task in extract_tasks(mod, target):
-        best = None
-        if db is not None and db.has_workload(task.dispatched[0]):
-            top = db.get_top_k(db.commit_workload(task.dispatched[0]), 1)
-            secs = [float(s) for s in top[0].run_secs] if top else [1e10]
-            best = float(np.mean(secs)) if max(secs) < 1e9 else None  # 1e10 marks a failed program
+        best = _best_seconds(db, task) if db is not None and db.has_workload(task.dispatched[0]) else None
         rows.append({"task": task.task_name, "weight": int(task.weight), "seconds": best,
                      "flops": float(tvm.s_tir.analysis.estimate_tir_flops(task.dispatched[0])),
                      "contraction_flops": contraction_flops(task.dispatched[0])})
