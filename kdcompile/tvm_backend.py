@@ -607,10 +607,14 @@ def apply_schedules(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path
 
 
 def compile_tuned(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path | None, out: Path,
-                  defaults_dir: Path | None = None) -> Path:
-    """Compile `mod` with its schedules (`apply_schedules`) and save a shared library."""
+                  defaults_dir: Path | None = None, exec_mode: str = "compiled") -> Path:
+    """Compile `mod` with its schedules (`apply_schedules`) and save a shared library.
+
+    The Relax VM runs in "compiled" mode: the model's main function becomes native code that calls the kernels
+    in turn, instead of bytecode the VM interprets instruction by instruction: a few microseconds less per
+    inference for the demo student and the encoder, whose kernels take tens of microseconds each."""
     mod = apply_schedules(mod, target, work_dir, defaults_dir)
-    executable = tvm.compile(mod, target)
+    executable = relax.build(mod, target, exec_mode=exec_mode)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.so")
     executable.export_library(str(tmp))

@@ -123,9 +123,11 @@ def test_every_task_gets_a_default_schedule_without_any_measurement(tb, tmp_path
     unscheduled = [n for n, f in prim_funcs.items() if not (f.attrs and f.attrs.get("tirx.is_scheduled"))]
     assert prim_funcs and unscheduled == []
 
-    lib = tb.compile_tuned(mod, target, None, tmp_path / "tiny.so", defaults_dir=tmp_path / "defaults")
     expected = ort_session(tmp_path / "tiny.onnx").run(None, {INPUT_NAME: x.numpy()})[0]
-    np.testing.assert_allclose(tb.CompiledModel(lib)(x.numpy()), expected, atol=1e-4)
+    for mode in ("compiled", "bytecode"):  # the VM's main function as native code (the default) or interpreted
+        lib = tb.compile_tuned(mod, target, None, tmp_path / f"tiny-{mode}.so", defaults_dir=tmp_path / "defaults",
+                               exec_mode=mode)
+        np.testing.assert_allclose(tb.CompiledModel(lib)(x.numpy()), expected, atol=1e-4)
 
 
 class InvertedResidual(torch.nn.Module):
