@@ -294,21 +294,23 @@ def extract_tasks(mod: tvm.IRModule, target: tvm.target.Target) -> list:
     return ms.relax_integration.extract_tasks(mod, target)
 
 
-MIN_SHARE = 0.02  # `tune`: tasks under this share of the model's time (default schedules measured) are not searched
+MIN_SHARE = 0.02  # `tune`: tasks under this share of the model's time (default schedules measured) get...
+SMALL_TRIALS = 6  # ...this many trials each, their default included; the rest of the budget goes to the others
 
 
 def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trials: int,
          cost_model: str | object = "xgb", seed: int = 0,
          on_batch: Callable[[int], None] | None = None, population: int | None = None,
-         defaults_dir: Path | None = None, min_share: float = MIN_SHARE) -> int:
+         defaults_dir: Path | None = None, min_share: float = MIN_SHARE, small_trials: int = SMALL_TRIALS) -> int:
     """Tune the tasks of the lowered `mod` with MetaSchedule; records go to `work_dir`'s JSON database.
 
     With `defaults_dir` (default schedules, `default_schedules`), each task's default program is measured first
     (one trial per task, `measure_defaults`), and only the tasks that take at least `min_share` of the model's
-    time that way are searched: the others keep their measured default. MetaSchedule's scheduler otherwise
-    spends a warm-up batch on every task, however small (the demo student has six: a reshape, the classifier,
-    two poolings, a mean, the 1-channel convolution). The tasks searched are
-    written to `work_dir`/searched.json.
+    time that way are searched with the budget: the others get `small_trials` trials each first (their default
+    and a few programs of the search: a pooling or a mean can be twice as fast serial, or vectorized otherwise)
+    and keep the best. MetaSchedule's scheduler would otherwise spend a warm-up batch of the same size on every
+    task, however small (the demo student has six: a reshape, the classifier, two poolings, a mean, the
+    1-channel convolution). The tasks searched are written to `work_dir`/searched.json.
     Resumable: trials already in the database count towards `num_trials`, and the search starts from them.
     `population`: the evolutionary search's population per round (TVM's default, 2,048, when None); the search
     costs about proportionally to it. Returns the number of trials run by this call.
@@ -323,10 +325,14 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trial
         if on_batch is not None:
             on_batch(count_records(work_dir) - start)
         total = sum(seconds.get(t.task_name, 0.0) * int(t.weight) for t in tasks)
-        tasks = [t for t in tasks if t.task_name not in seconds
-                 or seconds[t.task_name] * int(t.weight) >= min_share * total]
+        big = [t for t in tasks if t.task_name not in seconds or seconds[t.task_name] * int(t.weight) >= min_share * total]
+        small = [t for t in tasks if t not in big]
         (work_dir / "searched.json").write_text(json.dumps(  # which tasks the search got, and why
-            {"searched": [t.task_name for t in tasks], "min_share": min_share, "seconds_before_search": seconds}))
+            {"searched": [t.task_name for t in big], "min_share": min_share, "small_trials": small_trials,
+             "seconds_before_search": seconds}))
+        _tune_small(small, target, work_dir, small_trials, num_trials - count_records(work_dir), cost_model, seed,
+                    [ProgressCallback(on_batch)] if on_batch is not None else [])
+        tasks = big
     remaining = num_trials - count_records(work_dir)
     if remaining <= 0 or not tasks:
         return count_records(work_dir) - start
@@ -351,6 +357,27 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trial
                   measure_callbacks=callbacks)
     return count_records(work_dir) - start
 
+
+
+def _tune_small(tasks: list, target: tvm.target.Target, work_dir: Path, small_trials: int, budget: int,
+                cost_model, seed: int, callbacks: list) -> None:
+    """Bring each of `tasks` to `small_trials` records in `work_dir` (at most `budget` new trials in all): one
+    batch each, the same size for all, so that MetaSchedule's warm-up round is all they get."""
+    db = JSONFiles(work_dir)
+    counts = {t.task_name: len(db.get_top_k(db.commit_workload(t.dispatched[0]), small_trials)) for t in tasks}
+    todo = [t for t in tasks if counts[t.task_name] < small_trials]
+    per_task = min([small_trials - counts[t.task_name] for t in todo] + [budget // max(1, len(todo))])
+    if not todo or per_task <= 0:
+        return
+    quiet_ms_logging()
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        todo, str(work_dir), space=space_generator(target), seed=seed, strategy=ms.search_strategy.EvolutionarySearch(
+            population_size=64, init_min_unmeasured=16))  # a small space: a small population finds its programs
+    ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir),
+                  max_trials_global=per_task * len(todo), num_trials_per_iter=per_task,
+                  builder=ms.builder.LocalBuilder(f_build=fast_build, timeout_sec=120),
+                  runner=make_runner(None, ms.runner.EvaluatorConfig()), database=JSONFiles(work_dir),
+                  cost_model=cost_model, measure_callbacks=measure_callbacks(callbacks))
 
 
 def measure_defaults(mod: tvm.IRModule, target: tvm.target.Target, defaults_dir: Path, work_dir: Path,

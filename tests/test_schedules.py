@@ -238,12 +238,19 @@ def test_tune_times_every_default_first_and_searches_only_tasks_that_matter(tb, 
     assert len(names) == 2
     tb.default_schedules(mod, target, tmp_path / "defaults", tb.untrained_xgb(), population=16)
     # the untrained picker's defaults are random programs, so which task is slower is not known in advance; with
-    # two tasks and min_share 0.5, exactly the one that takes most of the time is searched
-    tb.tune(mod, target, tmp_path / "work", 10, population=32, defaults_dir=tmp_path / "defaults", min_share=0.5)
+    # two tasks and min_share 0.5, exactly the one that takes most of the time is searched; the other gets
+    # small_trials trials, its default included
+    tb.tune(mod, target, tmp_path / "work", 10, population=32, defaults_dir=tmp_path / "defaults", min_share=0.5,
+            small_trials=3)
     plan = json.loads((tmp_path / "work" / "searched.json").read_text())
     assert sorted(plan["seconds_before_search"]) == names  # both defaults were timed
     slowest = max(plan["seconds_before_search"], key=plan["seconds_before_search"].get)
     assert plan["searched"] == [slowest]
+    db = tb.load_database(tmp_path / "work")
+    trials = {t.task_name: len(db.get_top_k(db.commit_workload(t.dispatched[0]), 100))
+              for t in tb.extract_tasks(mod, target)}
+    small = next(n for n in names if n != slowest)
+    assert trials[small] == 3 and trials[slowest] > 3  # the rest of the budget went to the searched task
     costs = {c["task"]: c for c in tb.task_costs(mod, target, tmp_path / "work")}
     assert all(c["seconds"] for c in costs.values())  # every task has a measured program
     assert tb.count_records(tmp_path / "work") <= 10  # the two default timings count against the budget
