@@ -306,9 +306,9 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trial
 
     With `defaults_dir` (default schedules, `default_schedules`), each task's default program is measured first
     (one trial per task, `measure_defaults`), and only the tasks that take at least `min_share` of the model's
-    time that way are searched with the budget: the others get `small_trials` trials each first (their default
-    and a few programs of the search: a pooling or a mean can be twice as fast serial, or vectorized otherwise)
-    and keep the best. MetaSchedule's scheduler would otherwise spend a warm-up batch of the same size on every
+    time that way are searched with the budget: the others get up to `small_trials` trials each first (their default
+    and a few programs of the search: a pooling or a mean can be twice as fast serial, or vectorized otherwise;
+    at most a quarter of the remaining budget) and keep the best. MetaSchedule's scheduler would otherwise spend a warm-up batch of the same size on every
     task, however small (the demo student has six: a reshape, the classifier, two poolings, a mean, the
     1-channel convolution). The tasks searched are written to `work_dir`/searched.json.
     Resumable: trials already in the database count towards `num_trials`, and the search starts from them.
@@ -330,8 +330,9 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trial
         (work_dir / "searched.json").write_text(json.dumps(  # which tasks the search got, and why
             {"searched": [t.task_name for t in big], "min_share": min_share, "small_trials": small_trials,
              "seconds_before_search": seconds}))
-        _tune_small(small, target, work_dir, small_trials, num_trials - count_records(work_dir), cost_model, seed,
-                    [ProgressCallback(on_batch)] if on_batch is not None else [])
+        # at most a quarter of what is left, so that a small budget still goes mostly to the tasks that matter
+        _tune_small(small, target, work_dir, small_trials, (num_trials - count_records(work_dir)) // 4, cost_model,
+                    seed, [ProgressCallback(on_batch)] if on_batch is not None else [])
         tasks = big
     remaining = num_trials - count_records(work_dir)
     if remaining <= 0 or not tasks:
