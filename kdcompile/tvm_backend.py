@@ -147,8 +147,8 @@ def fast_math_legalization() -> dict:
     """LegalizeOps overrides that evaluate float32 exp, erf and tanh with TOPI's polynomial approximations
     (topi.fast_exp / fast_erf / fast_tanh, what Relay's FastMath pass did) instead of libm calls, which LLVM
     emits one lane at a time even inside a vectorized loop. On 32K float32 elements, one core, this machine
-    (bench/fast_math.py): erf 351 -> 8.3 us, exp 66 -> 6.7 us, tanh 151 -> 10.8 us; the encoder's GELU and softmax kernels were the
-    slowest of its tuned kernels per FLOP. Other dtypes keep TVM's legalization."""
+    (bench/fast_math.py): erf 351 -> 8.3 us, exp 66 -> 6.7 us, tanh 151 -> 10.8 us; the encoder's GELU and
+    softmax kernels were the slowest of its tuned kernels per FLOP. Other dtypes keep TVM's legalization."""
     from tvm import topi
 
     def fp32(op_name: str, te_fn, hint: str, attrs=lambda call: ()):
@@ -306,11 +306,12 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trial
 
     With `defaults_dir` (default schedules, `default_schedules`), each task's default program is measured first
     (one trial per task, `measure_defaults`), and only the tasks that take at least `min_share` of the model's
-    time that way are searched with the budget: the others get up to `small_trials` trials each first (their default
-    and a few programs of the search: a pooling or a mean can be twice as fast serial, or vectorized otherwise;
-    at most a quarter of the remaining budget) and keep the best. MetaSchedule's scheduler would otherwise spend a warm-up batch of the same size on every
-    task, however small (the demo student has six: a reshape, the classifier, two poolings, a mean, the
-    1-channel convolution). The tasks searched are written to `work_dir`/searched.json.
+    time that way are searched with the budget: the others first get up to `small_trials` trials each (their
+    default and a few programs of the search, in at most a quarter of the remaining budget: a pooling or a mean
+    may run faster serial, or vectorized) and keep the best. MetaSchedule's scheduler would otherwise spend a
+    warm-up batch of the same size on every task, however small (the demo student has six: a reshape, the
+    classifier, two poolings, a mean, the 1-channel convolution). The tasks searched are written to
+    `work_dir`/searched.json.
     Resumable: trials already in the database count towards `num_trials`, and the search starts from them.
     `population`: the evolutionary search's population per round (TVM's default, 2,048, when None); the search
     costs about proportionally to it. Returns the number of trials run by this call.
@@ -325,7 +326,8 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trial
         if on_batch is not None:
             on_batch(count_records(work_dir) - start)
         total = sum(seconds.get(t.task_name, 0.0) * int(t.weight) for t in tasks)
-        big = [t for t in tasks if t.task_name not in seconds or seconds[t.task_name] * int(t.weight) >= min_share * total]
+        big = [t for t in tasks
+               if t.task_name not in seconds or seconds[t.task_name] * int(t.weight) >= min_share * total]
         small = [t for t in tasks if t not in big]
         (work_dir / "searched.json").write_text(json.dumps(  # which tasks the search got, and why
             {"searched": [t.task_name for t in big], "min_share": min_share, "small_trials": small_trials,
@@ -341,22 +343,26 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trial
     # Batches of trials/(2 tasks) leave half the budget to that second phase, where the cost model has learned
     # from the first; a task that still gets nothing runs its default schedule.
     per_iter = max(1, min(64, remaining // (2 * len(tasks))))
-    quiet_ms_logging()
     strategy = "evolutionary" if population is None else ms.search_strategy.EvolutionarySearch(
         population_size=population, init_min_unmeasured=min(50, population // 4))
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        tasks, str(work_dir), space=space_generator(target), strategy=strategy, seed=seed)
-    callbacks = measure_callbacks([ProgressCallback(on_batch)] if on_batch is not None else [])
-    quiet_ms_logging()
     # MetaSchedule starts a batch whenever fewer than max_trials_global trials ran: stop one batch early so
     # that a budget is never exceeded
-    ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir),
-                  max_trials_global=max(1, remaining - per_iter + 1),
+    _search(tasks, target, work_dir, strategy, max(1, remaining - per_iter + 1), per_iter, cost_model, seed,
+            [ProgressCallback(on_batch)] if on_batch is not None else [])
+    return count_records(work_dir) - start
+
+
+def _search(tasks: list, target: tvm.target.Target, work_dir: Path, strategy, max_trials: int, per_iter: int,
+            cost_model, seed: int, callbacks: list) -> None:
+    """One MetaSchedule tuning run over `tasks` in our design space, builder, runner and database."""
+    quiet_ms_logging()
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        tasks, str(work_dir), space=space_generator(target), strategy=strategy, seed=seed)
+    quiet_ms_logging()
+    ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=max_trials,
                   num_trials_per_iter=per_iter, builder=ms.builder.LocalBuilder(f_build=fast_build, timeout_sec=120),
                   runner=make_runner(None, ms.runner.EvaluatorConfig()), database=JSONFiles(work_dir),
-                  cost_model=cost_model,
-                  measure_callbacks=callbacks)
-    return count_records(work_dir) - start
+                  cost_model=cost_model, measure_callbacks=measure_callbacks(callbacks))
 
 
 
@@ -370,15 +376,8 @@ def _tune_small(tasks: list, target: tvm.target.Target, work_dir: Path, small_tr
     per_task = min([small_trials - counts[t.task_name] for t in todo] + [budget // max(1, len(todo))])
     if not todo or per_task <= 0:
         return
-    quiet_ms_logging()
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        todo, str(work_dir), space=space_generator(target), seed=seed, strategy=ms.search_strategy.EvolutionarySearch(
-            population_size=64, init_min_unmeasured=16))  # a small space: a small population finds its programs
-    ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir),
-                  max_trials_global=per_task * len(todo), num_trials_per_iter=per_task,
-                  builder=ms.builder.LocalBuilder(f_build=fast_build, timeout_sec=120),
-                  runner=make_runner(None, ms.runner.EvaluatorConfig()), database=JSONFiles(work_dir),
-                  cost_model=cost_model, measure_callbacks=measure_callbacks(callbacks))
+    strategy = ms.search_strategy.EvolutionarySearch(population_size=64, init_min_unmeasured=16)  # small spaces
+    _search(todo, target, work_dir, strategy, per_task * len(todo), per_task, cost_model, seed, callbacks)
 
 
 def measure_defaults(mod: tvm.IRModule, target: tvm.target.Target, defaults_dir: Path, work_dir: Path,
