@@ -40,8 +40,12 @@ def render_markdown(r: dict) -> str:
     for m in ("teacher", "student"):
         if m in r["tuning"]:
             tu = r["tuning"][m]
+            chosen = tu.get("layout_ms")  # --layout auto: the zero-trial builds it compared
+            why = f" (auto, zero-trial builds: {', '.join(f'{k} {v:.3f} ms' for k, v in chosen.items())})" \
+                if chosen else ""
             lines.append(f"- {m}: {tu['tasks']} tasks, {tu['trials']} trials, {tu['tuning_s']:.0f} s of tuning "
-                         f"({r['tuning'].get('cost_model', '?')} cost model).")
+                         f"({r['tuning'].get('cost_model', '?')} cost model), layout {tu.get('layout') or 'nchw'}"
+                         f"{why}.")
     return "\n".join(lines) + "\n"
 
 

@@ -68,7 +68,8 @@ def bench(run_dir, cfg: BenchConfig = BenchConfig()) -> dict:
                                      "tvm_max_abs": tuned.get(m, {}).get("tvm_max_abs")} for m in MODELS}},
         "latency_ms": latency,
         "fastest_backend": fastest,
-        "tuning": {m: {k: tuned[m][k] for k in ("tasks", "trials", "tuning_s")} for m in MODELS if m in tuned}
+        "tuning": {m: {k: tuned[m].get(k) for k in ("tasks", "trials", "tuning_s", "layout", "layout_ms")}
+                   for m in MODELS if m in tuned}
                   | ({"cost_model": tuned["config"]["cost_model"], "target": tuned["target"]} if tuned else {}),
         "timing_protocol": asdict(cfg.timing),
     }

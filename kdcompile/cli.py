@@ -53,9 +53,10 @@ DefaultsOpt = typer.Option("xgb", "--defaults", help="How tasks that get no meas
                            "best. xgb (TVM's XGBoost trained on the shipped dataset), mamba (the shipped Mamba "
                            "ranker) or random (a random program of the space). Zero-trial latency of each: "
                            "bench/results/e2e/README.md.")
-LayoutOpt = typer.Option("nchw", "--layout", help="Activation layout of convolutions when tuning: nchw (as exported) "
-                          "or nhwc (channels-last; ReLU6 and other elementwise ops follow). Which is faster depends on "
-                          "the model: MobileNet-V2 against onnxruntime in each, bench/results/e2e/README.md.")
+LayoutOpt = typer.Option("auto", "--layout", help="Activation layout of convolutions when tuning: nchw (as exported), "
+                          "nhwc (channels-last; ReLU6 and other elementwise ops follow) or auto: build both with "
+                          "default schedules, time them, tune the faster (a resumed run keeps its layout). Which is "
+                          "faster depends on the model: MobileNet-V2 in each, bench/results/e2e/README.md.")
 ModelsOpt = typer.Option("student,teacher", "--models", help="Which models to tune: student, teacher or both.")
 ForceOpt = typer.Option(False, "--force", help="Distil again even if the run folder has a student for this teacher.")
 

@@ -61,6 +61,8 @@ def default_picker(name: str, target_kind: str = "llvm"):
 
 DEFAULT_PICKERS = ("xgb", "mamba", "random")
 LAYOUTS = {"nchw": None, "nhwc": "NHWC"}  # --layout -> tvm_backend.lower's layout
+AUTO = "auto"  # --layout auto: time each layout's zero-trial build, tune the faster (choose_layout)
+LAYOUT_ROUNDS = 7  # alternating timing rounds of that choice
 
 COST_MODELS: dict[str, Callable[[], object]] = {
     "xgb": lambda: "xgb",  # TVM's XGBoost on per-store features: the baseline to beat
@@ -81,7 +83,7 @@ class TuneConfig:
     seed: int = 0
     threads: int = 2
     defaults: str = "xgb"  # how tasks without a measured trial get a schedule: see default_picker
-    layout: str = "nchw"  # convolutions' activation layout: "nchw" (as exported) or "nhwc" (tvm_backend.lower)
+    layout: str = AUTO  # convolutions' activation layout: "nchw" (as exported), "nhwc" (tvm_backend.lower) or auto
 
 
 def tune(run_dir, cfg: TuneConfig = TuneConfig()) -> dict:
@@ -92,8 +94,8 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig()) -> dict:
         raise KdError("--trials must be 0 or more.")
     if cfg.defaults not in DEFAULT_PICKERS:
         raise KdError(f"Unknown default-schedule picker '{cfg.defaults}': choose one of {', '.join(DEFAULT_PICKERS)}.")
-    if cfg.layout not in LAYOUTS:
-        raise KdError(f"Unknown layout '{cfg.layout}': choose one of {', '.join(LAYOUTS)}.")
+    if cfg.layout not in (*LAYOUTS, AUTO):
+        raise KdError(f"Unknown layout '{cfg.layout}': choose one of {', '.join((*LAYOUTS, AUTO))}.")
     unknown = set(cfg.models) - set(MODELS)
     if unknown:
         raise KdError(f"Unknown model(s) {sorted(unknown)}: choose from {', '.join(MODELS)}.")
@@ -108,15 +110,19 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig()) -> dict:
     picker = []  # built on first need: training the xgb picker takes a minute
     for name in cfg.models:
         onnx_path = run.require(run.onnx(name), "export")
-        mod = tb.lower(tb.import_onnx(onnx_path, INPUT_NAME, shape), target, layout=LAYOUTS[cfg.layout])
         work_dir = run.tune_dir(name)
-        tuned_as = previous.get(name, {}).get("layout", "nchw")
-        if tb.count_records(work_dir) and tuned_as != cfg.layout:
-            raise KdError(f"{name} was tuned with --layout {tuned_as} in {run.root}: its records do not apply to "
-                          f"--layout {cfg.layout}. Use --layout {tuned_as}, or another run folder.")
-        n_tasks = len(tb.extract_tasks(mod, target))
+        defaults_dir = run.root / f"{name}_defaults"  # default schedules of every task, whatever its layout
         done_before = tb.count_records(work_dir)
-        defaults_dir = run.root / f"{name}_defaults"
+        tuned_as = previous.get(name, {}).get("layout", "nchw")
+        layout, layout_ms = cfg.layout, previous.get(name, {}).get("layout_ms") if done_before else None
+        if done_before and layout not in (tuned_as, AUTO):
+            raise KdError(f"{name} was tuned with --layout {tuned_as} in {run.root}: its records do not apply to "
+                          f"--layout {layout}. Use --layout {tuned_as}, or another run folder.")
+        if layout == AUTO:  # a resumed search keeps its layout
+            layout, layout_ms = (tuned_as, layout_ms) if done_before else \
+                choose_layout(onnx_path, shape, target, defaults_dir, cfg, picker, run.root / f"{name}_layouts")
+        mod = tb.lower(tb.import_onnx(onnx_path, INPUT_NAME, shape), target, layout=LAYOUTS[layout])
+        n_tasks = len(tb.extract_tasks(mod, target))
         # every task's default first: the search starts by timing them, and leaves the negligible tasks alone
         _defaults(mod, target, None, defaults_dir, cfg, picker)
         start = time.perf_counter()
@@ -135,8 +141,8 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig()) -> dict:
         earlier_s = previous.get(name, {}).get("tuning_s", 0.0) if done_before else 0.0  # resumed: add it up
         result[name] = {"lib": lib.name, "tasks": n_tasks, "trials": tb.count_records(work_dir) if cfg.trials else 0,
                         "trials_this_run": ran, "tuning_s": tuning_s + earlier_s, "tvm_max_abs": err,
-                        "default_schedules": n_defaults, "layout": cfg.layout}
-        console.print(f"{name}: {n_tasks} tasks, {result[name]['trials']} trials "
+                        "default_schedules": n_defaults, "layout": layout, "layout_ms": layout_ms}
+        console.print(f"{name}: {n_tasks} tasks, {layout}, {result[name]['trials']} trials "
                       f"({ran} now, {tuning_s:.0f} s) -> {lib} (max abs error vs onnxruntime {err:.2e})")
         if not err <= cfg.tolerance:
             raise KdError(f"The tuned {name} differs from onnxruntime by {err:.3g} (tolerance {cfg.tolerance}).")
@@ -163,6 +169,43 @@ def _defaults(mod, target, tuned_dir: Path | None, out_dir: Path, cfg: TuneConfi
         tb.default_schedules(mod, target, out_dir, picker[0], tuned_dir=tuned_dir, seed=cfg.seed,
                              population=population, on_task=lambda t: bar.update(job, advance=1, info=t))
     return len(missing)
+
+
+def choose_layout(onnx_path: Path, shape: tuple[int, ...], target, defaults_dir: Path, cfg: TuneConfig,
+                  picker: list, out_dir: Path) -> tuple[str, dict | None]:
+    """`--layout auto`: build the model in each layout with default schedules (no trials), time the builds in
+    alternating rounds and return the faster layout with each build's median milliseconds (None for a model
+    without convolutions: the layout changes nothing, so it stays as exported). The zero-trial builds rank the
+    layouts as the tuned ones do where it matters: MobileNet-V2 1.92 vs 3.36 of onnxruntime zero-trial, 0.85 vs
+    1.64 tuned (bench/results/e2e/)."""
+    from bench.timing import TimingConfig, measure
+    from kdcompile import tvm_backend as tb
+
+    if not tb.has_convolution(tb.import_onnx(onnx_path, INPUT_NAME, shape)):
+        return "nchw", None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    x = np.random.default_rng(cfg.seed).standard_normal(shape).astype(np.float32)
+    calls = {}
+    for layout, code in LAYOUTS.items():
+        mod = tb.lower(tb.import_onnx(onnx_path, INPUT_NAME, shape), target, layout=code)
+        _defaults(mod, target, None, defaults_dir, cfg, picker)
+        lib = tb.compile_tuned(mod, target, None, out_dir / f"{layout}.so", defaults_dir=defaults_dir)
+        calls[layout] = tb.CompiledModel(lib).prepared(x)
+    quick = TimingConfig(warmup_s=0.05, min_calls=20, min_time_s=0.05)
+    rounds = [{layout: measure(call, quick)["p50"] for layout, call in calls.items()} for _ in range(LAYOUT_ROUNDS)]
+    choice = faster_layout(rounds)
+    ms = {layout: float(np.median([r[layout] for r in rounds])) for layout in calls}
+    console.print(f"layout: {choice} (zero-trial builds, median ms: "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in ms.items()) + ")")
+    return choice, ms
+
+
+def faster_layout(rounds: list[dict[str, float]]) -> str:
+    """The layout with the lowest median time relative to the first layout within each round: the machine's speed
+    may drift between rounds (this VM has fast and slow phases), a ratio within one round compares like with
+    like."""
+    first = next(iter(rounds[0]))
+    return min(rounds[0], key=lambda layout: float(np.median([r[layout] / r[first] for r in rounds])))
 
 
 def tvm_parity(model, session, inputs: np.ndarray) -> float:

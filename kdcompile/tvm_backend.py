@@ -109,6 +109,16 @@ def import_onnx(path: Path, input_name: str, input_shape: tuple[int, ...]) -> tv
     return from_onnx(onnx.load(str(path)), shape_dict={input_name: list(input_shape)}, keep_params_in_input=False)
 
 
+def has_convolution(mod: tvm.IRModule) -> bool:
+    """Whether an imported (not yet lowered) module has a 2-D convolution: what `lower`'s layout changes."""
+    found = []
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, lambda e: found.append(e) if isinstance(e, relax.Call) and getattr(
+                e.op, "name", None) == "relax.nn.conv2d" else None)
+    return bool(found)
+
+
 # What `lower` and `space_generator` produce, recorded with dataset networks: programs are comparable only
 # within one lowering (it changes the workloads) and one design space (it changes the traces).
 LOWERING = "prepack+fastmath"

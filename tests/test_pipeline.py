@@ -40,6 +40,11 @@ def test_distill_and_tune_end_to_end_then_resume(tmp_path, teacher_file):
     assert 0 < report["tuning"]["student"]["trials"] <= 6  # the budget is a ceiling
     assert report["fastest_backend"]["student"] in report["latency_ms"]["student"]
     assert (run / "report.md").read_text().startswith("# kdcompile report")
+    # --layout auto (the default) timed a zero-trial build in each layout and tuned the faster
+    tuned = json.loads((run / "tune.json").read_text())["student"]
+    assert set(tuned["layout_ms"]) == {"nchw", "nhwc"} and all(v > 0 for v in tuned["layout_ms"].values())
+    layout = tuned["layout"]
+    assert f"layout {layout}" in (run / "report.md").read_text()
 
     # A second run with the same budget reuses the student and the tuning database: no new trials.
     again = tune(run, TuneConfig(trials=6, models=("student",), defaults="random"))
@@ -50,8 +55,10 @@ def test_distill_and_tune_end_to_end_then_resume(tmp_path, teacher_file):
     zero = tune(run, TuneConfig(trials=0, models=("student",), defaults="random"))
     assert zero["student"]["default_schedules"] == zero["student"]["tasks"]
     assert zero["student"]["tvm_max_abs"] <= 1e-4
-    with pytest.raises(KdError, match="--layout nchw"):  # records of one layout are no use to another
-        tune(run, TuneConfig(trials=6, models=("student",), defaults="random", layout="nhwc"))
+    assert zero["student"]["layout"] == layout  # a resumed run keeps the layout its records were tuned in
+    other = "nhwc" if layout == "nchw" else "nchw"
+    with pytest.raises(KdError, match=f"--layout {layout}"):  # records of one layout are no use to another
+        tune(run, TuneConfig(trials=6, models=("student",), defaults="random", layout=other))
     with pytest.raises(KdError, match="Unknown layout"):
         tune(run, TuneConfig(trials=6, models=("student",), layout="NCHW16c"))
     assert distill(TeacherSpec(str(teacher_file)), run, DistillConfig(epochs=1))["student"] \

@@ -160,6 +160,7 @@ def test_channels_last_lowering_keeps_relu6_fused_and_matches_onnxruntime(tb, tm
     to_onnx(net, x, tmp_path / "block.onnx", 18)
     target = tb.host_target(2)
     imported = tb.import_onnx(tmp_path / "block.onnx", INPUT_NAME, (1, 8, 12, 12))
+    assert tb.has_convolution(imported)  # what makes `--layout auto` time both layouts
     nchw, nhwc = tb.lower(imported, target), tb.lower(imported, target, layout="NHWC")
 
     def names(mod):
@@ -233,7 +234,9 @@ def test_tune_times_every_default_first_and_searches_only_tasks_that_matter(tb, 
     x = torch.randn(128, 512)
     to_onnx(net, x, tmp_path / "two.onnx", 18)
     target = tb.host_target(2)
-    mod = tb.lower(tb.import_onnx(tmp_path / "two.onnx", INPUT_NAME, (128, 512)), target)
+    imported = tb.import_onnx(tmp_path / "two.onnx", INPUT_NAME, (128, 512))
+    assert not tb.has_convolution(imported)  # `--layout auto` leaves it as exported
+    mod = tb.lower(imported, target)
     names = sorted(t.task_name for t in tb.extract_tasks(mod, target))
     assert len(names) == 2
     tb.default_schedules(mod, target, tmp_path / "defaults", tb.untrained_xgb(), population=16)
