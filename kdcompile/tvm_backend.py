@@ -405,7 +405,7 @@ def measure_defaults(mod: tvm.IRModule, target: tvm.target.Target, defaults_dir:
             todo.append((task, defaults.get_top_k(defaults.commit_workload(task.dispatched[0]), 1)[0]))
     schedules = []
     for task, record in todo:
-        sch = tvm.s_tir.Schedule(task.dispatched[0])
+        sch = tvm.s_tir.Schedule(private_copy(task.dispatched[0]))
         record.trace.apply_to_schedule(sch, remove_postproc=False)
         schedules.append(sch)
     built = ms.builder.LocalBuilder(f_build=fast_build, timeout_sec=120).build(
@@ -485,6 +485,13 @@ def default_schedules(mod: tvm.IRModule, target: tvm.target.Target, out_dir: Pat
     return made
 
 
+def private_copy(mod: tvm.IRModule) -> tvm.IRModule:
+    """A copy of `mod` to schedule. In TVM 0.27 applying some traces (rfactor of a reduction, then compute-at)
+    changes the module the Schedule was created from, in place: the next trace applied to that module no
+    longer replays ("3 vs. 2" child blocks), and a task's workload would no longer be the task."""
+    return tvm.ir.load_json(tvm.ir.save_json(mod))
+
+
 def replays(trace, mod: tvm.IRModule) -> bool:
     """Whether the trace, written to JSON and read back, re-applies to its workload, as JSONDatabase does when
     it loads. A few rfactor traces of TVM 0.27 do not (GetChildBlocks finds another number of blocks), and a
@@ -492,7 +499,7 @@ def replays(trace, mod: tvm.IRModule) -> bool:
     from tvm.s_tir.schedule import Trace
 
     try:
-        Trace.apply_json_to_schedule(trace.as_json(), tvm.s_tir.Schedule(mod))
+        Trace.apply_json_to_schedule(trace.as_json(), tvm.s_tir.Schedule(private_copy(mod)))
         return True
     except Exception:  # noqa: BLE001 - TVM raises plain RuntimeErrors here
         return False
@@ -500,18 +507,23 @@ def replays(trace, mod: tvm.IRModule) -> bool:
 
 def load_database(work_dir: Path):
     """A MetaSchedule JSON database (database_workload.json, database_tuning_record.json) read line by line
-    into a MemoryDatabase. JSONDatabase parses the lines in parallel threads, and in TVM 0.27 that fails on some
-    databases whose every line parses alone (GetChildBlocks of an rfactor trace, "3 vs. 4" outputs)."""
+    into a MemoryDatabase. In TVM 0.27, parsing a record can change the workload it is parsed against: after
+    some rfactor traces of a reduction, the next record of the same workload no longer replays (GetChildBlocks
+    finds "3 vs. 2" blocks), though each line parses alone. JSONDatabase shares one workload among all its
+    records and fails on such files, so each record here is parsed against its own copy of the workload."""
 
     db = ms.database.MemoryDatabase()
     wl_path, rec_path = work_dir / "database_workload.json", work_dir / "database_tuning_record.json"
     if not wl_path.exists():
         return db
-    workloads = [db.commit_workload(ms.database.Workload.from_json(json.loads(line)).mod) for line in wl_path.open()]
+    workload_json = [json.loads(line) for line in wl_path.open()]
+    workloads = [db.commit_workload(ms.database.Workload.from_json(w).mod) for w in workload_json]
     if rec_path.exists():
         for line in rec_path.open():
             index, record = json.loads(line)
-            db.commit_tuning_record(ms.database.TuningRecord.from_json(record, workloads[index]))
+            parsed = ms.database.TuningRecord.from_json(record, ms.database.Workload.from_json(workload_json[index]))
+            db.commit_tuning_record(ms.database.TuningRecord(
+                parsed.trace, workloads[index], parsed.run_secs, parsed.target, parsed.args_info))
     return db
 
 
@@ -829,7 +841,7 @@ def replay(workload_json: list, args_info_json: list, target_json: dict, traces:
     mod = workload_module(workload_json)
     schedules = []
     for trace in traces:
-        sch = tvm.s_tir.Schedule(mod)
+        sch = tvm.s_tir.Schedule(private_copy(mod))
         try:
             Trace.apply_json_to_schedule(trace, sch)
         except Exception:  # noqa: BLE001 - TVM raises plain InternalErrors here

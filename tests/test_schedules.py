@@ -260,3 +260,25 @@ def test_tune_times_every_default_first_and_searches_only_tasks_that_matter(tb, 
     lib = tb.compile_tuned(mod, target, tmp_path / "work", tmp_path / "two.so", defaults_dir=tmp_path / "defaults")
     with torch.no_grad():
         np.testing.assert_allclose(tb.CompiledModel(lib)(x.numpy()), net(x).numpy(), atol=1e-4)
+
+
+def test_database_loads_records_that_change_their_workload_when_parsed(tb):
+    """Two measured rfactor programs of a `mean` task, from the demo's tuning run: in TVM 0.27 the second no longer
+    replays once the first was parsed against the same workload object, which made that tuning database
+    unreadable ("3 vs. 2" child blocks). Both must load, and both must schedule their workload."""
+    from pathlib import Path
+
+    import tvm
+    import tvm_ffi
+
+    db = tb.load_database(Path(__file__).parent / "data" / "mean_rfactor_db")
+    records = db.get_all_tuning_records()
+    assert len(records) == 2 and all(max(float(s) for s in r.run_secs) < 1e9 for r in records)
+    assert len(db.get_top_k(db.commit_workload(records[0].workload.mod), 5)) == 2
+    shared = records[0].workload.mod  # one module, both traces in turn: each replay works on its own copy
+    assert all(tb.replays(r.trace, shared) for r in records)
+    for r in records:  # each on its own copy of the workload, as the loader parses them
+        workload = tvm.ir.load_json(tvm.ir.save_json(r.workload.mod))
+        sch = tvm.s_tir.Schedule(workload)
+        r.trace.apply_to_schedule(sch, remove_postproc=False)
+        assert not tvm_ffi.structural_equal(sch.mod, r.workload.mod)  # the program is scheduled, not as given
