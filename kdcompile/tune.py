@@ -175,9 +175,9 @@ def choose_layout(onnx_path: Path, shape: tuple[int, ...], target, defaults_dir:
                   picker: list, out_dir: Path) -> tuple[str, dict | None]:
     """`--layout auto`: build the model in each layout with default schedules (no trials), time the builds in
     alternating rounds and return the faster layout with each build's median milliseconds (None for a model
-    without convolutions: the layout changes nothing, so it stays as exported). The zero-trial builds rank the
-    layouts as the tuned ones do where it matters: MobileNet-V2 1.92 vs 3.36 of onnxruntime zero-trial, 0.85 vs
-    1.64 tuned (bench/results/e2e/)."""
+    without convolutions: the layout changes nothing, so it stays as exported). A zero-trial ranking is a proxy
+    for the tuned one: they agree on MobileNet-V2 (1.92 vs 3.36 of onnxruntime zero-trial, 0.85 vs 1.64 tuned,
+    bench/results/e2e/); where the layouts are within a few percent once tuned, it may pick either."""
     from bench.timing import TimingConfig, measure
     from kdcompile import tvm_backend as tb
 
