@@ -118,10 +118,11 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig()) -> dict:
         if done_before and layout not in (tuned_as, AUTO):
             raise KdError(f"{name} was tuned with --layout {tuned_as} in {run.root}: its records do not apply to "
                           f"--layout {layout}. Use --layout {tuned_as}, or another run folder.")
+        imported = tb.import_onnx(onnx_path, INPUT_NAME, shape)
         if layout == AUTO:  # a resumed search keeps its layout
             layout, layout_ms = (tuned_as, layout_ms) if done_before else \
-                choose_layout(onnx_path, shape, target, defaults_dir, cfg, picker, run.root / f"{name}_layouts")
-        mod = tb.lower(tb.import_onnx(onnx_path, INPUT_NAME, shape), target, layout=LAYOUTS[layout])
+                choose_layout(imported, shape, target, defaults_dir, cfg, picker, run.root / f"{name}_layouts")
+        mod = tb.lower(imported, target, layout=LAYOUTS[layout])
         n_tasks = len(tb.extract_tasks(mod, target))
         # every task's default first: the search starts by timing them, and leaves the negligible tasks alone
         _defaults(mod, target, None, defaults_dir, cfg, picker)
@@ -171,9 +172,9 @@ def _defaults(mod, target, tuned_dir: Path | None, out_dir: Path, cfg: TuneConfi
     return len(missing)
 
 
-def choose_layout(onnx_path: Path, shape: tuple[int, ...], target, defaults_dir: Path, cfg: TuneConfig,
+def choose_layout(imported, shape: tuple[int, ...], target, defaults_dir: Path, cfg: TuneConfig,
                   picker: list, out_dir: Path) -> tuple[str, dict | None]:
-    """`--layout auto`: build the model in each layout with default schedules (no trials), time the builds in
+    """`--layout auto`: build the imported model in each layout with default schedules (no trials), time the builds in
     alternating rounds and return the faster layout with each build's median milliseconds (None for a model
     without convolutions: the layout changes nothing, so it stays as exported). A zero-trial ranking is a proxy
     for the tuned one: they agree on MobileNet-V2 (1.92 vs 3.36 of onnxruntime zero-trial, 0.85 vs 1.64 tuned,
@@ -181,13 +182,13 @@ def choose_layout(onnx_path: Path, shape: tuple[int, ...], target, defaults_dir:
     from bench.timing import TimingConfig, measure
     from kdcompile import tvm_backend as tb
 
-    if not tb.has_convolution(tb.import_onnx(onnx_path, INPUT_NAME, shape)):
+    if not tb.has_convolution(imported):
         return "nchw", None
     out_dir.mkdir(parents=True, exist_ok=True)
     x = np.random.default_rng(cfg.seed).standard_normal(shape).astype(np.float32)
     calls = {}
     for layout, code in LAYOUTS.items():
-        mod = tb.lower(tb.import_onnx(onnx_path, INPUT_NAME, shape), target, layout=code)
+        mod = tb.lower(imported, target, layout=code)
         _defaults(mod, target, None, defaults_dir, cfg, picker)
         lib = tb.compile_tuned(mod, target, None, out_dir / f"{layout}.so", defaults_dir=defaults_dir)
         calls[layout] = tb.CompiledModel(lib).prepared(x)

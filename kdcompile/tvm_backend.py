@@ -510,18 +510,18 @@ def load_database(work_dir: Path):
     into a MemoryDatabase. In TVM 0.27, parsing a record can change the workload it is parsed against: after
     some rfactor traces of a reduction, the next record of the same workload no longer replays (GetChildBlocks
     finds "3 vs. 2" blocks), though each line parses alone. JSONDatabase shares one workload among all its
-    records and fails on such files, so each record here is parsed against its own copy of the workload."""
+    records and fails on such files, so each record here is parsed against its own copy (`private_copy`)."""
 
     db = ms.database.MemoryDatabase()
     wl_path, rec_path = work_dir / "database_workload.json", work_dir / "database_tuning_record.json"
     if not wl_path.exists():
         return db
-    workload_json = [json.loads(line) for line in wl_path.open()]
-    workloads = [db.commit_workload(ms.database.Workload.from_json(w).mod) for w in workload_json]
+    workloads = [db.commit_workload(ms.database.Workload.from_json(json.loads(line)).mod) for line in wl_path.open()]
     if rec_path.exists():
         for line in rec_path.open():
             index, record = json.loads(line)
-            parsed = ms.database.TuningRecord.from_json(record, ms.database.Workload.from_json(workload_json[index]))
+            own = ms.database.Workload(private_copy(workloads[index].mod))
+            parsed = ms.database.TuningRecord.from_json(record, own)
             db.commit_tuning_record(ms.database.TuningRecord(
                 parsed.trace, workloads[index], parsed.run_secs, parsed.target, parsed.args_info))
     return db
