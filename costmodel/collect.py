@@ -140,14 +140,19 @@ def collect(cfg: CollectConfig = CollectConfig()) -> dict:
     """
     from kdcompile import tvm_backend as tb
 
+    from kdcompile.errors import KdError
+
     target = tb.parse_target(cfg.target, cfg.threads)
     if cfg.out is None and (cfg.rpc or cfg.target):
-        from kdcompile.errors import KdError
-
         raise KdError("Name the dataset folder (--out) when measuring on another device or target.")
+    gpu = None if cfg.rpc else tb.local_gpu(target)
+    if target.kind.name == "cuda" and not cfg.rpc and gpu is None:
+        # else every program would be recorded as a failure and its task given up as exhausted
+        raise KdError("No CUDA device on this machine: collect for a GPU on a machine that has it, or measure "
+                      "there through a TVM RPC tracker (--rpc host:port:key).")
     cfg.out = cfg.out or Path("datasets") / hardware_name(cfg.threads)
     ds = Dataset(cfg.out)
-    fid = ds.add_fingerprint(fingerprint(tb.target_dict(target), tb.tvm_version())
+    fid = ds.add_fingerprint(fingerprint(tb.target_dict(target), tb.tvm_version()) | (gpu or {})
                              | ({"rpc_key": cfg.rpc.rsplit(":", 1)[-1], "cpu_is_the_collector_host": True}
                                 if cfg.rpc else {}))
     order = plan(cfg)

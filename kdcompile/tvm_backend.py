@@ -52,19 +52,29 @@ def host_target(num_cores: int = 2) -> tvm.target.Target:
 
 
 def parse_target(spec: str | None, num_cores: int = 2) -> tvm.target.Target:
-    """None or "llvm": this CPU (`host_target`); a JSON dict such as '{"kind": "cuda", "arch": "sm_86"}'; or the
-    shorthand "cuda:sm_86" for an NVIDIA GPU of that compute capability."""
+    """None or "llvm": this CPU (`host_target`); "cuda:sm_86", an NVIDIA GPU of that compute capability; a TVM
+    tag such as "nvidia/geforce-rtx-3090"; or a JSON dict (a CUDA one must give MetaSchedule's per-block limits)."""
 
     if spec in (None, "", "llvm"):
         return host_target(num_cores)
-    if spec.startswith("cuda:"):
-        return tvm.target.Target({"kind": "cuda", "arch": spec.split(":", 1)[1]})
-    try:
-        return tvm.target.Target(json.loads(spec) if spec.lstrip().startswith("{") else spec)
-    except Exception as e:  # noqa: BLE001 - TVM's message names the bad field
-        from kdcompile.errors import KdError
+    from kdcompile.errors import KdError
 
+    if spec.startswith("cuda:"):
+        # the limits MetaSchedule's GPU rules need (a bare {"kind": "cuda"} has none): the same on every
+        # compute capability since 3.0, as in TVM's own tags (nvidia/geforce-rtx-3090: sm_86 with these)
+        spec = json.dumps({"kind": "cuda", "arch": spec.split(":", 1)[1]} | CUDA_LIMITS)
+    try:
+        target = tvm.target.Target(json.loads(spec) if spec.lstrip().startswith("{") else spec)
+    except Exception as e:  # noqa: BLE001 - TVM's message names the bad field
         raise KdError(f"Not a TVM target: {spec!r} ({str(e).splitlines()[0][:200]}).") from None
+    if target.kind.name == "cuda" and "max_threads_per_block" not in target.attrs:
+        raise KdError(f"CUDA target {spec!r} lacks max_threads_per_block, which MetaSchedule's GPU rules need: "
+                      "use the shorthand cuda:sm_86 or a tag such as nvidia/geforce-rtx-3090.")
+    return target
+
+
+CUDA_LIMITS = {"max_threads_per_block": 1024, "max_shared_memory_per_block": 49152, "registers_per_block": 65536,
+               "thread_warp_size": 32}
 
 
 @derived_object
@@ -717,6 +727,17 @@ class CompiledModel:
 
 def tvm_version() -> str:
     return tvm.__version__
+
+
+def local_gpu(target: tvm.target.Target) -> dict | None:
+    """The GPU a CUDA target would be measured on here (name, compute capability, SMs), or None without one."""
+    if target.kind.name != "cuda":
+        return None
+    dev = tvm.cuda(0)
+    if not dev.exist:
+        return None
+    return {"gpu": dev.device_name, "compute_version": dev.compute_version,
+            "multi_processors": dev.multi_processor_count}
 
 
 # ---- tensor-program dataset (costmodel/collect.py drives these) --------------------------------------------
