@@ -2,7 +2,7 @@
 # Check the dataset collector on a machine with an NVIDIA GPU: the CUDA tests, then a time-boxed collection
 # for this GPU, stopped the way a user stops it (SIGINT: the batch in flight is saved), then its stats.
 # Needs TVM with CUDA (apache-tvm), nvcc, torch and the project's other dependencies importable.
-# Usage: bench/cuda_collect.sh OUT_DIR [SECONDS] [NETWORKS]
+# Usage: bench/cuda_collect.sh OUT_DIR [SECONDS] [NETWORKS]   (SKIP_TESTS=1: the collection alone)
 set -u
 out=${1:?OUT_DIR}; seconds=${2:-180}; networks=${3:-mnist_student,resnet18}
 mkdir -p "$out"
@@ -14,9 +14,9 @@ from kdcompile import tvm_backend as tb
 print("tvm", tvm.__version__, "cuda device:", tb.local_gpu(tb.parse_target("cuda:sm_80")))
 PY
 arch=sm_$(python3 -c "import tvm; print(tvm.cuda(0).compute_version.replace('.', ''))")
-python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_costmodel_scan.py 2>&1 | tee "$out/pytest.txt"
+[ -n "${SKIP_TESTS:-}" ] || python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_costmodel_scan.py 2>&1 | tee "$out/pytest.txt"
 start=$(date +%s)
-timeout -k 60 -s INT "$seconds" python3 -m kdcompile.cli costmodel collect --target "cuda:$arch" --networks "$networks" \
+timeout --preserve-status -k 60 -s INT "$seconds" python3 -m kdcompile.cli costmodel collect --target "cuda:$arch" --networks "$networks" \
     --out "$out/dataset" > "$out/collect.log" 2>&1
 echo "collect: exit $? after $(( $(date +%s) - start )) s (130: stopped by SIGINT once its batch was saved)"
 tail -n 3 "$out/collect.log"

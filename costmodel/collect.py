@@ -184,6 +184,8 @@ def collect(cfg: CollectConfig = CollectConfig()) -> dict:
 
                         def sink(rows: list[dict], source=source, f=f, seen=seen, i=i) -> None:
                             now, load = time.time(), os.getloadavg()[0]
+                            if stop["asked"]:  # the Ctrl-C may have reached a worker too: keep no failure from it
+                                rows = [r for r in rows if r["run_secs"]]
                             new = []
                             for r in rows:  # the search may propose a program this task already has
                                 if (key := trace_key(r["trace"])) not in seen:
@@ -205,8 +207,16 @@ def collect(cfg: CollectConfig = CollectConfig()) -> dict:
                         # A resumed task gets a fresh seed, so it does not replay the programs it already has.
                         seed = cfg.seed + have[h].get(source, 0)
                         before = measured[0]
-                        tb.measure_programs(mod, target, source, n, min(cfg.per_iter, n), seed, sink,
-                                            cfg.cache.expanduser() / "ms_logs", repeats=cfg.repeats, rpc=cfg.rpc)
+                        try:
+                            tb.measure_programs(mod, target, source, n, min(cfg.per_iter, n), seed, sink,
+                                                cfg.cache.expanduser() / "ms_logs", repeats=cfg.repeats, rpc=cfg.rpc)
+                        except Exception:  # a worker starting up when Ctrl-C came (before it could ignore it)
+                            if not stop["asked"]:
+                                raise
+                            bar.stop()
+                            console.print(f"Stopped; the batch in flight was lost ({measured[0]} programs saved this "
+                                          "run); run the same command to resume.")
+                            os._exit(130)
                         got = measured[0] - before
                         have[h][source] = have[h].get(source, 0) + got
                         if got < n:  # the search ran out of new programs

@@ -96,15 +96,36 @@ class WaitingRunner(ms.runner.PyRunner):
         return futures
 
 
+def _ignore_sigint() -> None:
+    """Initializer of MetaSchedule's worker processes. Ctrl-C in a terminal goes to the whole process group, and
+    the main process decides what it means (the collector saves its batch first): a worker must not die of it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def search_threads(target: tvm.target.Target) -> int:
+    """Threads for MetaSchedule's search (sampling, mutation, features): a CPU target's own core count, so the
+    search uses the cores that are measured; for a GPU, every core of the host."""
+    if target.kind.name == "llvm":
+        return int(target.attrs.get("num-cores", 2) or 2)
+    return os.cpu_count() or 2
+
+
+def local_builder():
+    return ms.builder.LocalBuilder(f_build=fast_build, timeout_sec=120, initializer=_ignore_sigint)
+
+
 def make_runner(rpc: str | None, evaluator: "ms.runner.EvaluatorConfig"):
     """A LocalRunner, or with rpc="host:port:key" an RPCRunner that measures on whatever device registered with
     that key at the RPC tracker (a remote GPU, say), the same way; either waits for its batch (WaitingRunner)."""
     if not rpc:
         return WaitingRunner(ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator,
-                                                   f_alloc_argument=alloc_valid_arguments))
+                                                   f_alloc_argument=alloc_valid_arguments, initializer=_ignore_sigint))
     host, port, key = rpc.rsplit(":", 2)
     config = ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key, session_timeout_sec=60)
-    return WaitingRunner(ms.runner.RPCRunner(config, evaluator_config=evaluator, max_workers=1))
+    return WaitingRunner(ms.runner.RPCRunner(config, evaluator_config=evaluator, max_workers=1,
+                                                 initializer=_ignore_sigint))
 
 
 def target_dict(target: tvm.target.Target) -> dict:
@@ -380,7 +401,7 @@ def _search(tasks: list, target: tvm.target.Target, work_dir: Path, strategy, ma
         tasks, str(work_dir), space=space_generator(target), strategy=strategy, seed=seed)
     quiet_ms_logging()
     ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=max_trials,
-                  num_trials_per_iter=per_iter, builder=ms.builder.LocalBuilder(f_build=fast_build, timeout_sec=120),
+                  num_trials_per_iter=per_iter, builder=local_builder(),
                   runner=make_runner(None, ms.runner.EvaluatorConfig()), database=JSONFiles(work_dir),
                   cost_model=cost_model, measure_callbacks=measure_callbacks(callbacks))
 
@@ -418,7 +439,7 @@ def measure_defaults(mod: tvm.IRModule, target: tvm.target.Target, defaults_dir:
         sch = tvm.s_tir.Schedule(private_copy(task.dispatched[0]))
         record.trace.apply_to_schedule(sch, remove_postproc=False)
         schedules.append(sch)
-    built = ms.builder.LocalBuilder(f_build=fast_build, timeout_sec=120).build(
+    built = local_builder().build(
         [ms.builder.BuilderInput(sch.mod, target) for sch in schedules])
     ok = [i for i, b in enumerate(built) if b.error_msg is None]
     device = "cpu" if target.kind.name == "llvm" else target.kind.name
@@ -841,13 +862,13 @@ def measure_programs(mod: tvm.IRModule, target: tvm.target.Target, strategy: str
     search = {"random": "replay-trace", "evolutionary": "evolutionary"}[strategy]
     quiet_ms_logging()
     ctx = ms.TuneContext(mod=mod, target=target, space_generator=space_generator(target), search_strategy=search,
-                         task_name="task", rand_state=seed, num_threads=int(target.attrs.get("num-cores", 2) or 2),
+                         task_name="task", rand_state=seed, num_threads=search_threads(target),
                          logger=ms.logging.get_loggers_from_work_dir(str(work_dir), ["task"])[0]).clone()
     evaluator = ms.runner.EvaluatorConfig(number=1, repeat=repeats, min_repeat_ms=min_repeat_ms)
     quiet_ms_logging()
     ms.tune_tasks(tasks=[ctx], task_weights=[1.0], work_dir=str(work_dir), max_trials_global=num_trials,
                   num_trials_per_iter=per_iter, database="memory",
-                  builder=ms.builder.LocalBuilder(f_build=fast_build, timeout_sec=120),
+                  builder=local_builder(),
                   runner=make_runner(rpc, evaluator),
                   cost_model="xgb" if strategy == "evolutionary" else "random",
                   measure_callbacks=measure_callbacks([RecordingCallback(sink, with_features)]))
@@ -965,9 +986,9 @@ def remeasure(workload_json: list, args_info_json: list, target_json: dict, trac
     Returns every repeat's seconds per program, or None where building or running failed."""
     _, target, args, schedules = replay(workload_json, args_info_json, target_json, traces)
     inputs = [ms.builder.BuilderInput(sch.mod, target) for sch in schedules]
-    built = ms.builder.LocalBuilder(f_build=fast_build, timeout_sec=120).build(inputs)
+    built = local_builder().build(inputs)
     runner = ms.runner.LocalRunner(timeout_sec=60, evaluator_config=ms.runner.EvaluatorConfig(
-        number=1, repeat=repeats, min_repeat_ms=min_repeat_ms))
+        number=1, repeat=repeats, min_repeat_ms=min_repeat_ms), initializer=_ignore_sigint)
     futures = iter(runner.run([ms.runner.RunnerInput(b.artifact_path, "cpu", a)
                                for b, a in zip(built, args) if b.error_msg is None]))
     out = []
