@@ -202,8 +202,9 @@ def costmodel_collect(
         random: int = typer.Option(64, "--random", help="Random design-space samples per task."),
         evolutionary: int = typer.Option(128, "--evolutionary", help="Evolutionary-search programs per task."),
         max_tasks: Optional[int] = typer.Option(None, "--max-tasks", help="Stop after this many tasks."),
-        target: Optional[str] = typer.Option(None, "--target", help="TVM target: default this CPU; e.g. cuda:sm_86 "
-                                                                    "or a JSON dict."),
+        target: Optional[str] = typer.Option(None, "--target", help="TVM target: default this CPU; cuda:sm_86 "
+                                             "(this machine's GPU, or with --rpc a remote one), a TVM tag such as "
+                                             "nvidia/geforce-rtx-3090, or a JSON dict."),
         rpc: Optional[str] = typer.Option(None, "--rpc", help="tracker_host:port:key: measure on the device "
                                                               "registered with a TVM RPC tracker under that key.")) -> None:
     """Measure MetaSchedule programs of the zoo's tasks on this machine. Resumable: rerun to continue."""
