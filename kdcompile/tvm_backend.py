@@ -852,6 +852,39 @@ class RecordingCallback(ms.measure_callback.PyMeasureCallback):
         self.sink(rows)
 
 
+@derived_object
+class StopAtFirstEmptyBatch(ms.search_strategy.PySearchStrategy):
+    """A search strategy that ends at the first batch its inner strategy comes back with empty.
+
+    TVM's EvolutionarySearch gives up only after 5 empty batches (`num_empty_iters_before_early_stop`, read-only
+    from Python), and each is a full population sampling and evolution. On a task whose whole design space has
+    been measured (a reshape has 2 programs) that is all it does: on an H200 host, 5 batches that found nothing
+    over a minute (bench/results/cuda_collect). For collection, ending early costs nothing: the source is then
+    marked exhausted."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def _initialize_with_tune_context(self, context) -> None:
+        self.inner._initialize_with_tune_context(context)
+
+    def pre_tuning(self, max_trials, num_trials_per_iter, design_spaces, database=None, cost_model=None) -> None:
+        self.inner.pre_tuning(max_trials, num_trials_per_iter, design_spaces, database, cost_model)
+
+    def post_tuning(self) -> None:
+        self.inner.post_tuning()
+
+    def generate_measure_candidates(self):
+        candidates = self.inner.generate_measure_candidates()
+        return None if candidates is not None and len(candidates) == 0 else candidates
+
+    def notify_runner_results(self, measure_candidates, results) -> None:
+        self.inner.notify_runner_results(measure_candidates, results)
+
+    def clone(self):
+        return StopAtFirstEmptyBatch(self.inner.clone())
+
+
 def measure_programs(mod: tvm.IRModule, target: tvm.target.Target, strategy: str, num_trials: int,
                      per_iter: int, seed: int, sink: Callable[[list[dict]], None], work_dir: Path,
                      repeats: int = 5, min_repeat_ms: int = 15, with_features: bool = False,
@@ -859,7 +892,8 @@ def measure_programs(mod: tvm.IRModule, target: tvm.target.Target, strategy: str
     """Sample and measure `num_trials` programs of one task; `strategy` is "random" (replay-trace: random
     samples of the design space) or "evolutionary" (MetaSchedule's search with XGBoost, so good programs
     are present). Builds run in parallel; measurements one at a time with `repeats` timed repeats each."""
-    search = {"random": "replay-trace", "evolutionary": "evolutionary"}[strategy]
+    search = {"random": lambda: "replay-trace",
+              "evolutionary": lambda: StopAtFirstEmptyBatch(ms.search_strategy.EvolutionarySearch())}[strategy]()
     quiet_ms_logging()
     ctx = ms.TuneContext(mod=mod, target=target, space_generator=space_generator(target), search_strategy=search,
                          task_name="task", rand_state=seed, num_threads=search_threads(target),

@@ -161,6 +161,23 @@ def test_offline_features_equal_tuning_features_and_json_database_round_trip(tb,
 
 
 @pytest.mark.slow
+def test_evolutionary_source_stops_once_a_tiny_space_is_measured(tb, tmp_path):
+    """A 4-element add has a handful of programs: the search measures them in its first batch and ends there,
+    instead of searching its whole population again for every empty batch TVM allows (5)."""
+    import tvm
+    from tvm import te
+
+    a = te.placeholder((4,), name="A")
+    mod = tvm.IRModule({"main": te.create_prim_func([a, te.compute((4,), lambda i: a[i] + 1.0, name="B")])})
+    batches = []
+    tb.measure_programs(mod, tb.host_target(2), "evolutionary", 24, 24, 0, batches.append, tmp_path / "logs",
+                        repeats=1, min_repeat_ms=1)
+    programs = [r for batch in batches for r in batch]
+    assert len(batches) == 1 and 1 <= len(programs) < 24, [len(b) for b in batches]
+    assert len({trace_key(r["trace"]) for r in programs}) == len(programs)
+
+
+@pytest.mark.slow
 def test_import_of_a_real_tuning_database(tb, linear_onnx, tmp_path):
     from costmodel.jsondb import import_json_database
     from kdcompile.export import INPUT_NAME
