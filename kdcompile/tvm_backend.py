@@ -858,8 +858,8 @@ class StopAtFirstEmptyBatch(ms.search_strategy.PySearchStrategy):
 
     TVM's EvolutionarySearch gives up only after 5 empty batches (`num_empty_iters_before_early_stop`, read-only
     from Python), and each is a full population sampling and evolution. On a task whose whole design space has
-    been measured (a reshape has 2 programs) that is all it does: on an H200 host, 5 batches that found nothing
-    over a minute (bench/results/cuda_collect). For collection, ending early costs nothing: the source is then
+    been measured (a reshape has 2 programs) that is all it does: on an H200 host, a minute of batches that found
+    nothing new (bench/results/cuda_collect). For collection, ending early costs nothing: the source is then
     marked exhausted."""
 
     def __init__(self, inner):
@@ -892,8 +892,8 @@ def measure_programs(mod: tvm.IRModule, target: tvm.target.Target, strategy: str
     """Sample and measure `num_trials` programs of one task; `strategy` is "random" (replay-trace: random
     samples of the design space) or "evolutionary" (MetaSchedule's search with XGBoost, so good programs
     are present). Builds run in parallel; measurements one at a time with `repeats` timed repeats each."""
-    search = {"random": lambda: "replay-trace",
-              "evolutionary": lambda: StopAtFirstEmptyBatch(ms.search_strategy.EvolutionarySearch())}[strategy]()
+    search = {"random": "replay-trace",
+              "evolutionary": StopAtFirstEmptyBatch(ms.search_strategy.EvolutionarySearch())}[strategy]
     quiet_ms_logging()
     ctx = ms.TuneContext(mod=mod, target=target, space_generator=space_generator(target), search_strategy=search,
                          task_name="task", rand_state=seed, num_threads=search_threads(target),
