@@ -115,10 +115,11 @@ def _counts(f: TaskFile) -> dict[str, int]:
     return counts
 
 
-def _stop_after_batch() -> dict:
-    """Ctrl-C while collecting. The search loop runs in TVM's C++ and swallows the KeyboardInterrupt raised in
-    our callbacks, so the first Ctrl-C asks to stop as soon as the batch in flight is saved (`sink` exits);
-    a second one stops at once, losing only that batch (records are appended and synced batch by batch)."""
+def stop_after_batch() -> dict:
+    """Ctrl-C while collecting (or remeasuring). The search loop runs in TVM's C++ and swallows the
+    KeyboardInterrupt raised in our callbacks, so the first Ctrl-C asks to stop as soon as the batch in flight is
+    saved (`sink` exits); a second one stops at once, losing only that batch (records are appended and synced batch
+    by batch)."""
     stop = {"asked": False}
 
     def on_sigint(signum, frame) -> None:
@@ -130,6 +131,12 @@ def _stop_after_batch() -> dict:
     if threading.current_thread() is threading.main_thread():
         stop["previous"] = signal.signal(signal.SIGINT, on_sigint)
     return stop
+
+
+def release(stop: dict) -> None:
+    """Give Ctrl-C its previous meaning again (the end of a `stop_after_batch` scope)."""
+    if "previous" in stop:
+        signal.signal(signal.SIGINT, stop["previous"])
 
 
 def collect(cfg: CollectConfig = CollectConfig()) -> dict:
@@ -166,7 +173,7 @@ def collect(cfg: CollectConfig = CollectConfig()) -> dict:
 
     total = sum(missing(h, s, full) for h in order for s in full)
     start, measured = time.time(), [0]
-    stop = _stop_after_batch()
+    stop = stop_after_batch()
     try:
         with progress() as bar:
             job = bar.add_task("collect", total=total, info="")
@@ -225,6 +232,5 @@ def collect(cfg: CollectConfig = CollectConfig()) -> dict:
                     if not any(missing(h, s, full) for s in full):
                         f.pack()
     finally:
-        if "previous" in stop:
-            signal.signal(signal.SIGINT, stop["previous"])
+        release(stop)
     return ds.count()

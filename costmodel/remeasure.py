@@ -20,6 +20,7 @@ from kdcompile.progress import progress
 
 def remeasure(root: str | Path, sample: int = 500, seed: int = 0, batch: int = 32) -> dict:
     """Re-time `sample` successful programs drawn uniformly from the dataset; append to remeasure.jsonl."""
+    from costmodel.collect import release, stop_after_batch
     from kdcompile import tvm_backend as tb
 
     ds = Dataset(root)
@@ -33,24 +34,33 @@ def remeasure(root: str | Path, sample: int = 500, seed: int = 0, batch: int = 3
     for h, r in picks:
         by_task.setdefault(h, []).append(r)
     cvs = []
-    with progress() as bar, out.open("a") as f:
-        job = bar.add_task("remeasure", total=len(picks), info="")
-        for h, records in by_task.items():
-            header = ds.task(h).header()
-            for i in range(0, len(records), batch):
-                chunk = records[i:i + batch]
-                again = tb.remeasure(header["workload"], header["args_info"], header["target"],
-                                     [r["trace"] for r in chunk])
-                load = os.getloadavg()[0]
-                for r, secs in zip(chunk, again):
-                    if secs is None:
-                        continue
-                    before, after = mean_seconds(r), float(np.mean(secs))
-                    cv = float(np.std([before, after]) / np.mean([before, after]))
-                    cvs.append(cv)
-                    f.write(json.dumps({"task_hash": h, "trace_sha1": trace_key(r["trace"]), "before_s": before,
-                                        "after_s": secs, "cv": cv, "ts": round(time.time(), 1),
-                                        "load": round(load, 2)}) + "\n")
-                f.flush()
-                bar.update(job, advance=len(chunk))
+    stop = stop_after_batch()  # Ctrl-C: keep every chunk timed so far; the next run draws only the rest
+    try:
+        with progress() as bar, out.open("a") as f:
+            job = bar.add_task("remeasure", total=len(picks), info="")
+            for h, records in by_task.items():
+                header = ds.task(h).header()
+                for i in range(0, len(records), batch):
+                    chunk = records[i:i + batch]
+                    again = tb.remeasure(header["workload"], header["args_info"], header["target"],
+                                         [r["trace"] for r in chunk])
+                    load = os.getloadavg()[0]
+                    for r, secs in zip(chunk, again):
+                        if secs is None:
+                            continue
+                        before, after = mean_seconds(r), float(np.mean(secs))
+                        cv = float(np.std([before, after]) / np.mean([before, after]))
+                        cvs.append(cv)
+                        f.write(json.dumps({"task_hash": h, "trace_sha1": trace_key(r["trace"]), "before_s": before,
+                                            "after_s": secs, "cv": cv, "ts": round(time.time(), 1),
+                                            "load": round(load, 2)}) + "\n")
+                    f.flush()
+                    bar.update(job, advance=len(chunk))
+                    if stop["asked"]:
+                        bar.stop()
+                        print(f"Stopped after {len(cvs)} programs; run the same command to time the rest.")
+                        return {"remeasured": len(cvs), "cv_median": float(np.median(cvs)) if cvs else None,
+                                "stopped": True}
+    finally:
+        release(stop)
     return {"remeasured": len(cvs), "cv_median": float(np.median(cvs)) if cvs else None}

@@ -252,6 +252,18 @@ def costmodel_remeasure(dataset: Path = typer.Argument(..., help="Dataset folder
     print(remeasure(dataset, sample))
 
 
+@costmodel_app.command("xgb-picker")
+def costmodel_xgb_picker(data: Path = typer.Option(None, "--data", help="Dataset folder (default: the shipped one)."),
+                         out: Path = typer.Option(None, "--out", "-o", help="Model file to write (default: "
+                                                  "costmodel/weights/xgb_cpu.tar, what `tune --defaults xgb` loads).")
+                         ) -> None:
+    """Train the default-schedule picker, TVM's XGBoost, on the dataset's training networks and save it without
+    its feature data. Featurises every program first (cached under <dataset>/features/): minutes."""
+    from costmodel.xgb_pretrain import DEFAULT_DATA, ship_picker
+
+    print(f"wrote {ship_picker(data or DEFAULT_DATA, out)}")
+
+
 @costmodel_app.command("train")
 def costmodel_train(data: Path = typer.Option(..., "--data", help="Dataset folder."),
                     out: Path = typer.Option(..., "--out", "-o", help="Weights file to write."),

@@ -145,6 +145,27 @@ def test_offline_features_equal_tuning_features_and_json_database_round_trip(tb,
     assert all(len(line["after_s"]) == 5 and min(line["after_s"]) > 0 and line["cv"] >= 0 for line in lines)
     assert remeasure(ds.root, sample=3)["remeasured"] == 0  # already has its sample
 
+    # Ctrl-C (here: a SIGINT to this process once the first chunk is timed) keeps what was timed and stops;
+    # the same command then times the rest, and Ctrl-C means what it meant before.
+    from costmodel import remeasure as rm
+
+    real, handler = tb.remeasure, signal.getsignal(signal.SIGINT)
+
+    def timed_then_ctrl_c(*args, **kwargs):
+        out = real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    tb.remeasure = timed_then_ctrl_c
+    try:
+        stopped = rm.remeasure(ds.root, sample=6, batch=1)
+    finally:
+        tb.remeasure = real
+    assert stopped == {"remeasured": 1, "cv_median": stopped["cv_median"], "stopped": True}
+    assert signal.getsignal(signal.SIGINT) is handler
+    assert rm.remeasure(ds.root, sample=6, batch=1)["remeasured"] == 2
+    assert len((ds.root / "remeasure.jsonl").read_text().splitlines()) == 6
+
     # A failure whose trace does not replay (the collector keeps such programs, as failures) is featurised
     # without replaying it: it owns no feature rows, and every measured program keeps its tuning-time rows.
     from costmodel.features import featurize_task

@@ -93,7 +93,7 @@ class Tiny(torch.nn.Module):
         return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
 
 
-@pytest.mark.parametrize("picker", ["random", "mamba"])  # mamba: the shipped weights
+@pytest.mark.parametrize("picker", ["random", "mamba", "xgb"])  # mamba, xgb: the shipped weights
 def test_every_task_gets_a_default_schedule_without_any_measurement(tb, tmp_path, picker):
     import tvm
     from tvm.s_tir import meta_schedule as ms
@@ -110,6 +110,13 @@ def test_every_task_gets_a_default_schedule_without_any_measurement(tb, tmp_path
 
     model = default_picker(picker)
     assert isinstance(model, tb.MambaCostModel) == (picker == "mamba")
+    if picker == "xgb":  # the shipped booster, without the data: nothing to featurise on first use...
+        assert model.booster is not None and model.data_size == 0
+        sch = tvm.s_tir.Schedule(tasks[0].dispatched[0])  # ...yet it predicts (XGBModel guesses below 100 programs)
+        candidate = ms.MeasureCandidate(sch, ms.arg_info.ArgInfo.from_entry_func(sch.mod))
+        ctx = ms.TuneContext(mod=sch.mod, target=target, num_threads=2)
+        scores = model.predict(ctx, [candidate, candidate])
+        assert scores[0] == scores[1] == model.predict(ctx, [candidate])[0]
     made = tb.default_schedules(mod, target, tmp_path / "defaults", model, population=32)
     assert made == len(tasks)
     assert tb.default_schedules(mod, target, tmp_path / "defaults", model, population=32) == 0  # resumes
@@ -182,6 +189,46 @@ def test_channels_last_lowering_keeps_relu6_fused_and_matches_onnxruntime(tb, tm
         tb.default_schedules(mod, target, tmp_path / name, tb.untrained_xgb(), population=16)
         lib = tb.compile_tuned(mod, target, None, tmp_path / f"{name}.so", defaults_dir=tmp_path / name)
         np.testing.assert_allclose(tb.CompiledModel(lib)(x.numpy()), expected, atol=1e-4)
+
+
+class TwoWidths(torch.nn.Module):
+    """The demo student's last block (conv-bn-relu to 124 channels on 7x7, then a mean) beside a 60-channel one."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Sequential(torch.nn.Conv2d(8, 124, 3, padding=1, bias=False), torch.nn.BatchNorm2d(124),
+                                     torch.nn.ReLU())
+        self.b = torch.nn.Conv2d(8, 60, 3, padding=1)
+
+    def forward(self, x):
+        return torch.cat([self.a(x).mean((2, 3)), self.b(x).mean((2, 3))], 1)
+
+
+def test_output_channels_just_short_of_a_vector_multiple_are_padded_and_sliced_off(tb, tmp_path):
+    from kdcompile.export import INPUT_NAME, ort_session, to_onnx
+
+    torch.manual_seed(0)
+    net = TwoWidths().eval()
+    with torch.no_grad():  # a non-zero bias after folding, so that padding the bias is checked
+        net.a[1].running_mean.uniform_(-1, 1), net.a[1].bias.uniform_(-1, 1)
+    x = torch.randn(1, 8, 7, 7)
+    to_onnx(net, x, tmp_path / "net.onnx", 18)
+    target = tb.host_target(2)
+    imported = tb.import_onnx(tmp_path / "net.onnx", INPUT_NAME, (1, 8, 7, 7))
+    padded = tb.pad_out_channels(imported)
+    widths = sorted(int(c.args[1].ty.shape[0]) for c in tb._calls(padded, "relax.nn.conv2d"))
+    assert widths == [60, 128]  # 124 -> 128 adds 3% of the work; 60 -> 64 would add 7%, over MAX_PAD
+    assert len(tb._calls(padded, "relax.strided_slice")) == 1
+    assert sorted(int(c.args[1].ty.shape[0]) for c in tb._calls(tb.pad_out_channels(imported, max_pad=0),
+                                                                 "relax.nn.conv2d")) == [60, 124]  # no padding
+
+    lowered = tb.lower(imported, target)
+    tasks = {t.task_name for t in tb.extract_tasks(lowered, target)}
+    assert any("conv2d" in n and "relu" in n for n in tasks), tasks  # the ReLU stays fused into the padded conv
+    expected = ort_session(tmp_path / "net.onnx").run(None, {INPUT_NAME: x.numpy()})[0]
+    tb.default_schedules(lowered, target, tmp_path / "defaults", tb.untrained_xgb(), population=16)
+    lib = tb.compile_tuned(lowered, target, None, tmp_path / "net.so", defaults_dir=tmp_path / "defaults")
+    np.testing.assert_allclose(tb.CompiledModel(lib)(x.numpy()), expected, atol=1e-4)
 
 
 class Transcendental(torch.nn.Module):
