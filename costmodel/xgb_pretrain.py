@@ -4,8 +4,7 @@ Two users: the fair baseline for a pretrained cost model (cost-model issue), and
 for tasks that get no measured trial (`kdcompile tune`, zero trials included). Trained on the training networks
 only, so the held-out networks stay unseen. The model file (TVM's format: booster plus the feature data it
 retrains on) is built on first use and cached next to the dataset, keyed by the size of the task files it read:
-at 40,080 programs, featurising the training split (19,402 trainable programs) took about 5 minutes on this
-machine's two cores, in two processes. So the picker ships ready-made, booster only (`ship_picker`,
+at 40,080 programs it featurises 19,402 training programs first (minutes on 2 cores; seen, not benchmarked). So the picker ships ready-made, booster only (`ship_picker`,
 costmodel/weights/xgb_cpu.tar, 0.7 MB), and only the tuning baseline, which retrains on the data with every batch,
 builds the full file (4.6 MB).
 """
