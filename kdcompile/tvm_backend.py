@@ -404,19 +404,32 @@ def extract_tasks(mod: tvm.IRModule, target: tvm.target.Target) -> list:
     return ms.relax_integration.extract_tasks(mod, target)
 
 
-MIN_SHARE = 0.02  # `tune`: tasks under this share of the model's time (default schedules measured) get...
+MIN_SHARE = 0.02  # `tune`: tasks under this share of the model's time (default schedules measured)...
+MIN_SECONDS = 10e-6  # ...and under this time (x their weight) get...
 SMALL_TRIALS = 6  # ...this many trials each, their default included; the rest of the budget goes to the others
+
+
+def worth_searching(seconds: dict[str, float], min_share: float = MIN_SHARE,
+                    min_seconds: float = MIN_SECONDS) -> set[str]:
+    """The tasks (name -> default schedule's time x weight) that `tune` searches: those that take at least
+    `min_share` of the total or at least `min_seconds`. A share alone misjudges a model whose defaults include a
+    few far-off ones: MobileNet-V2's two ~1 ms defaults made 2% of its total 79 us, and its classifier and five
+    40-65 us convolutions, the slowest kernels of the tuned build in context, kept their defaults."""
+    total = sum(seconds.values())
+    return {name for name, s in seconds.items() if s >= min_share * total or s >= min_seconds}
 
 
 def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trials: int,
          cost_model: str | object = "xgb", seed: int = 0,
          on_batch: Callable[[int], None] | None = None, population: int | None = None,
-         defaults_dir: Path | None = None, min_share: float = MIN_SHARE, small_trials: int = SMALL_TRIALS) -> int:
+         defaults_dir: Path | None = None, min_share: float = MIN_SHARE, min_seconds: float = MIN_SECONDS,
+         small_trials: int = SMALL_TRIALS) -> int:
     """Tune the tasks of the lowered `mod` with MetaSchedule; records go to `work_dir`'s JSON database.
 
     With `defaults_dir` (default schedules, `default_schedules`), each task's default program is measured first
     (one trial per task, `measure_defaults`), and only the tasks that take at least `min_share` of the model's
-    time that way are searched with the budget: the others first get up to `small_trials` trials each (their
+    time that way, or `min_seconds`, are searched with the budget (`worth_searching`): the others first get up
+    to `small_trials` trials each (their
     default and a few programs of the search, in at most a quarter of the remaining budget: a pooling or a mean
     may run faster serial, or vectorized) and keep the best. MetaSchedule's scheduler would otherwise spend a
     warm-up batch of the same size on every task, however small (the demo student has six: a reshape, the
@@ -435,13 +448,13 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trial
         seconds = measure_defaults(mod, target, defaults_dir, work_dir, budget=num_trials - start)
         if on_batch is not None:
             on_batch(count_records(work_dir) - start)
-        total = sum(seconds.get(t.task_name, 0.0) * int(t.weight) for t in tasks)
-        big = [t for t in tasks
-               if t.task_name not in seconds or seconds[t.task_name] * int(t.weight) >= min_share * total]
+        chosen = worth_searching({t.task_name: seconds.get(t.task_name, 0.0) * int(t.weight) for t in tasks},
+                                 min_share, min_seconds)
+        big = [t for t in tasks if t.task_name not in seconds or t.task_name in chosen]
         small = [t for t in tasks if t not in big]
         (work_dir / "searched.json").write_text(json.dumps(  # which tasks the search got, and why
-            {"searched": [t.task_name for t in big], "min_share": min_share, "small_trials": small_trials,
-             "seconds_before_search": seconds}))
+            {"searched": [t.task_name for t in big], "min_share": min_share, "min_seconds": min_seconds,
+             "small_trials": small_trials, "seconds_before_search": seconds}))
         # at most a quarter of what is left, so that a small budget still goes mostly to the tasks that matter
         _tune_small(small, target, work_dir, small_trials, (num_trials - count_records(work_dir)) // 4, cost_model,
                     seed, [ProgressCallback(on_batch)] if on_batch is not None else [])

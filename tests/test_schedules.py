@@ -278,6 +278,18 @@ def test_contraction_flops_count_multiply_adds_of_two_tensors_only(tb):
     assert tb.contraction_flops(mod) == 2 * 8 * 16 * 4
 
 
+def test_tasks_worth_searching_by_share_or_by_time(tb):
+    seconds = {"far_off_default": 4e-3, "conv": 100e-6, "classifier": 40e-6, "mean": 1e-6, "reshape": 0.1e-6}
+    assert tb.worth_searching(seconds, 0.02, float("inf")) == {"far_off_default", "conv"}  # 2% of 4.1 ms: 82 us
+    assert tb.worth_searching(seconds, 0.02, 10e-6) == {"far_off_default", "conv", "classifier"}
+    assert tb.worth_searching(seconds, 0.5, float("inf")) == {"far_off_default"}
+    assert tb.worth_searching(seconds, 1.0, 0.0) == set(seconds)  # every task takes at least no time
+    # the demo student's measured defaults: its small tasks stay small under both rules
+    student = {"conv4": 330e-6, "conv3": 97e-6, "conv2": 86e-6, "conv1": 60e-6, "pool": 5.9e-6, "conv0": 5.2e-6,
+               "mean": 0.7e-6, "classifier": 0.1e-6}
+    assert tb.worth_searching(student) == {"conv4", "conv3", "conv2", "conv1"}
+
+
 def test_tune_times_every_default_first_and_searches_only_tasks_that_matter(tb, tmp_path):
     import json
 
@@ -298,7 +310,7 @@ def test_tune_times_every_default_first_and_searches_only_tasks_that_matter(tb, 
     # two tasks and min_share 0.5, exactly the one that takes most of the time is searched; the other gets
     # small_trials trials, its default included
     tb.tune(mod, target, tmp_path / "work", 10, population=32, defaults_dir=tmp_path / "defaults", min_share=0.5,
-            small_trials=3)
+            min_seconds=float("inf"), small_trials=3)
     plan = json.loads((tmp_path / "work" / "searched.json").read_text())
     assert sorted(plan["seconds_before_search"]) == names  # both defaults were timed
     slowest = max(plan["seconds_before_search"], key=plan["seconds_before_search"].get)
