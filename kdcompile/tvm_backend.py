@@ -413,8 +413,9 @@ def worth_searching(seconds: dict[str, float], min_share: float = MIN_SHARE,
                     min_seconds: float = MIN_SECONDS) -> set[str]:
     """The tasks (name -> default schedule's time x weight) that `tune` searches: those that take at least
     `min_share` of the total or at least `min_seconds`. A share alone misjudges a model whose defaults include a
-    few far-off ones: MobileNet-V2's two ~1 ms defaults made 2% of its total 79 us, and its classifier and five
-    40-65 us convolutions, the slowest kernels of the tuned build in context, kept their defaults."""
+    few far-off ones: MobileNet-V2's two ~1 ms defaults made 2% of its total 79 us, and its classifier and six
+    convolution tasks of 44-65 us each were left out; in one inference, four of its six slowest kernels were
+    among them (bench/results/e2e/earlier_runs/0506_*)."""
     total = sum(seconds.values())
     return {name for name, s in seconds.items() if s >= min_share * total or s >= min_seconds}
 
