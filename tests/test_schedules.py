@@ -209,7 +209,7 @@ def test_output_channels_just_short_of_a_vector_multiple_are_padded_and_sliced_o
 
     torch.manual_seed(0)
     net = TwoWidths().eval()
-    with torch.no_grad():  # a non-zero bias after folding, so that padding the bias is checked
+    with torch.no_grad():  # a non-zero bias after folding, so that where it is added is checked
         net.a[1].running_mean.uniform_(-1, 1), net.a[1].bias.uniform_(-1, 1)
     x = torch.randn(1, 8, 7, 7)
     to_onnx(net, x, tmp_path / "net.onnx", 18)
