@@ -1,7 +1,7 @@
 """Random default programs of the padded test network (tests/test_schedules.py TwoWidths), each compiled and compared
 with onnxruntime: python bench/results/e2e/earlier_runs/0415_pad_random_programs.py pad FIRST_SEED END_SEED
 (prints seed, max abs error, wrong output channels). Ad-hoc diagnosis, kept with its output (0415_*.txt)."""
-import json, shutil, sys, tempfile
+import shutil, sys, tempfile
 from pathlib import Path
 import numpy as np, torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
