@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from costmodel.dataset import Dataset
+from costmodel.dataset import ProgramDataset
 from costmodel.evaluate import evaluate, mamba_scorer, mlp_scorer, random_scorer, xgb_scorer
 from costmodel.mamba import MambaConfig
 from costmodel.mlp import MLPConfig
@@ -48,21 +48,22 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - start
 
 
-def predict_cost(ds: Dataset, test_hash: str, weights: dict[str, Path], n: int = 512) -> dict[str, float]:
+def predict_cost(ds: ProgramDataset, test_hash: str, weights: dict[str, Path], n: int = 512) -> dict[str, float]:
     """Seconds per `predict` of n candidates (records of one held-out task, repeated to n if it has fewer)."""
     from costmodel.online import MambaScorer
     from costmodel.xgb_pretrain import pretrained_xgb_path
-    from kdcompile.tvm_backend import MambaCostModel, load_xgb, time_predict
+    from kdcompile.tvm_layer.cost_models import TraceRankerCostModel, load_xgb
+    from kdcompile.tvm_layer.programs import time_predict
 
     f = ds.task(test_hash)
     header, traces = f.header(), [r["trace"] for r in f.records()]
     traces = (traces * (n // len(traces) + 1))[:n]
     models = {"xgb": load_xgb(pretrained_xgb_path(ds.root))}
-    models |= {name: MambaCostModel(MambaScorer.load(w)) for name, w in weights.items()}
-    return time_predict(header["workload"], header["args_info"], header["target"], traces, models)
+    models |= {name: TraceRankerCostModel(MambaScorer.load(w)) for name, w in weights.items()}
+    return time_predict(header["workload"], header["target"], traces, models)
 
 
-def train_rankers(ds: Dataset, work: Path, seed: int, steps: int) -> tuple[dict, dict]:
+def train_rankers(ds: ProgramDataset, work: Path, seed: int, steps: int) -> tuple[dict, dict]:
     """The three Mamba rankers of one seed, resumed from their checkpoints when a run was stopped (a finished one is
     only re-saved). Returns their final losses and training seconds (accumulated over resumed runs)."""
     base = dict(steps=steps, tasks_per_batch=8, programs_per_task=32, checkpoint_every=100, seed=seed)
@@ -105,7 +106,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    ds = Dataset(args.data)
+    ds = ProgramDataset(args.data)
     split = split_by_network(ds)
     train_tasks = load_tasks(ds, tasks_of(split["train"]))
     test_tasks = load_tasks(ds, tasks_of(split["test"]))

@@ -11,7 +11,7 @@ lowering) with the same trial budget, evolutionary population and seed; only the
 - random: a random cost model (the search still evolves, ranked by chance).
 The network is one of the dataset's held-out networks: none of its tasks was in any model's training data.
 Latency after n trials is what MetaSchedule's task scheduler optimises: sum over tasks of occurrences x the best
-time measured so far (tvm_backend.tuning_curve), defined once every task has a measurement.
+time measured so far (tvm_layer.records.tuning_curve), defined once every task has a measurement.
 Runs resume (tuning databases under --out/work); a finished run is read back, not redone. Writes tuning.json
 and tuning.png to bench/results/costmodel/.
 """
@@ -36,8 +36,8 @@ THREADS = 2
 def network_module(name: str, batch: int, work: Path):
     """The zoo network lowered as `kdcompile tune` lowers it, and its target."""
     from costmodel import zoo
-    from kdcompile import tvm_backend as tb
     from kdcompile.export import INPUT_NAME, to_onnx
+    from kdcompile.tvm_layer import lowering, target as targets
 
     module, shape = zoo.build(name)
     shape = (batch, *shape[1:])
@@ -45,27 +45,28 @@ def network_module(name: str, batch: int, work: Path):
     if not onnx_path.exists():
         work.mkdir(parents=True, exist_ok=True)
         to_onnx(module, torch.zeros(shape), onnx_path, 20)
-    target = tb.host_target(THREADS)
-    return tb.lower(tb.import_onnx(onnx_path, INPUT_NAME, shape), target), target
+    target = targets.host_target(THREADS)
+    return lowering.lower(lowering.import_onnx(onnx_path, INPUT_NAME, shape), target), target
 
 
 def run(mod, target, work: Path, model: str, seed: int, trials: int, population: int) -> dict:
     """One tuning run (resumed if its database exists); its curve and the seconds spent."""
-    from kdcompile import tvm_backend as tb
-    from kdcompile.tune import COST_MODELS
+    from kdcompile import plugins
+    from kdcompile.tvm_layer import cost_models, lowering, records, search
 
     done = work / "run.json"
     if done.exists():
         return json.loads(done.read_text())
     np.random.seed(seed)
     torch.manual_seed(seed)
-    cost_model = tb.TimedCostModel(COST_MODELS[model]())
+    cost_model = cost_models.TimedCostModel(plugins.make(plugins.COST_MODELS, model))
     start = time.perf_counter()
-    tb.tune(mod, target, work, trials, cost_model, seed, population=population,
-            on_batch=lambda n: print(f"  {model} seed {seed}: {tb.count_records(work)}/{trials}", flush=True))
+    search.tune(mod, target, work, trials, cost_model, seed, population=population,
+                on_batch=lambda n: print(f"  {model} seed {seed}: {records.count_records(work)}/{trials}", flush=True))
     wall = time.perf_counter() - start
-    out = {"model": model, "seed": seed, "trials": tb.count_records(work), "tuning_seconds": wall,
-           "costmodel_seconds": cost_model.seconds, "curve": tb.tuning_curve(mod, target, work)}
+    out = {"model": model, "seed": seed, "trials": records.count_records(work), "tuning_seconds": wall,
+           "costmodel_seconds": cost_model.seconds,
+           "curve": records.tuning_curve(lowering.extract_tasks(mod, target), work)}
     done.write_text(json.dumps(out) + "\n")
     return out
 

@@ -3,7 +3,7 @@
     python -m bench.e2e                      # all three models, budgets below; resumes tuning from out/work
     python -m bench.e2e --models encoder --trials 300
     python -m bench.e2e --no-tuning          # re-measure with the tuning logs as they are (no new trials)
-    python -m bench.e2e --models mobilenet@NHWC   # a model lowered channels-last (tvm_backend.lower's layout)
+    python -m bench.e2e --models mobilenet@NHWC   # a model lowered channels-last (tvm_layer Lowering's layout)
 
 Per model: ONNX export; onnxruntime (all graph optimisations) and PyTorch latency; TVM with zero trials (default
 schedules picked by a cost model, no measurement: each picker in PICKERS, the first one being kdcompile's default);
@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.stage import machine_info
-from bench.timing import TimingConfig, measure
+from kdcompile.machine import machine_info
+from kdcompile.timing import TimingConfig, measure
 
 OUT = Path(__file__).resolve().parent / "results" / "e2e"
 TRIALS = {"student": 1000, "encoder": 1000, "mobilenet": 1000}  # the issue's cap is 1,000 per model
 THREADS = 2
-PICKERS = ("xgb", "mamba", "random")  # zero-trial pickers (kdcompile.tune.default_picker), kdcompile's default first
+PICKERS = ("xgb", "mamba", "random")  # zero-trial pickers (kdcompile.plugins PICKERS), kdcompile's default first
 POPULATION = 512  # evolutionary search population per round: TVM's 2,048 made MobileNet's 66 rounds take ~45 min
 
 
@@ -125,9 +125,9 @@ def largest_kernels(costs: list[dict], peak: float) -> list[dict]:
 
 def prepare(spec: str, trials: int, cost_model: str, tuning: bool = True) -> dict:
     """Export, default schedules (zero trials) for each picker, tuning: the files the measurement phase times."""
-    from kdcompile import tvm_backend as tb
+    from kdcompile import plugins
     from kdcompile.export import INPUT_NAME, to_onnx
-    from kdcompile.tune import default_picker
+    from kdcompile.tvm_layer import build, defaults, lowering, records, search, target as targets
 
     name, layout = parse_spec(spec)
     module, shape = MODELS[name]()
@@ -137,27 +137,26 @@ def prepare(spec: str, trials: int, cost_model: str, tuning: bool = True) -> dic
     if not onnx_path.exists():
         onnx_path.parent.mkdir(parents=True, exist_ok=True)
         to_onnx(module, torch.zeros(shape), onnx_path, 20)
-    target = tb.host_target(THREADS)
-    mod = tb.lower(tb.import_onnx(onnx_path, INPUT_NAME, shape), target, layout=layout)
+    target = targets.host_target(THREADS)
+    mod = lowering.lower(lowering.import_onnx(onnx_path, INPUT_NAME, shape), target, lowering.Lowering(layout=layout))
     defaults_s = {}
     for picker in pickers_for(spec):  # both learned pickers were trained on the dataset's training networks only
         t0 = time.time()
-        tb.default_schedules(mod, target, work / f"defaults-{picker}", default_picker(picker),
+        defaults.default_schedules(mod, target, work / f"defaults-{picker}", plugins.make(plugins.PICKERS, picker),
                              population=16 if picker == "random" else 256,
                              on_task=lambda t: print(f"  default ({picker}): {t}", flush=True))
         defaults_s[picker] = time.time() - t0
-        tb.compile_tuned(mod, target, None, work / f"untuned-{picker}.so", defaults_dir=work / f"defaults-{picker}")
+        build.compile_tuned(mod, target, None, work / f"untuned-{picker}.so", defaults_dir=work / f"defaults-{picker}")
     t0 = time.time()
     if tuning:
-        from kdcompile.tune import COST_MODELS
-
-        tb.tune(mod, target, work / "tune", trials, cost_model=COST_MODELS[cost_model](), population=POPULATION,
-                defaults_dir=work / f"defaults-{PICKERS[0]}",
-                on_batch=lambda n: print(f"  {spec}: {tb.count_records(work / 'tune')}/{trials} trials", flush=True))
+        search.tune(mod, target, work / "tune", trials, cost_model=plugins.make(plugins.COST_MODELS, cost_model),
+                    population=POPULATION, defaults_dir=work / f"defaults-{PICKERS[0]}",
+                    on_batch=lambda n: print(f"  {spec}: {records.count_records(work / 'tune')}/{trials} trials",
+                                             flush=True))
     tuning_s = time.time() - t0
-    tb.compile_tuned(mod, target, work / "tune", work / "tuned.so", defaults_dir=work / f"defaults-{PICKERS[0]}")
-    costs = tb.task_costs(mod, target, work / "tune")
-    return {"trials": tb.count_records(work / "tune"), "input_shape": list(shape), "tasks": len(costs),
+    build.compile_tuned(mod, target, work / "tune", work / "tuned.so", defaults_dir=work / f"defaults-{PICKERS[0]}")
+    costs = build.task_costs(mod, target, work / "tune")
+    return {"trials": records.count_records(work / "tune"), "input_shape": list(shape), "tasks": len(costs),
             "untuned_tasks": [c["task"] for c in costs if c["seconds"] is None], "costs": costs,
             "tuning_s": tuning_s, "default_schedules_s": defaults_s, "cost_model": cost_model}
 
@@ -168,8 +167,8 @@ def measure_all(spec: str, timing: TimingConfig, rounds: int = 15) -> dict:
     last seconds to minutes, and onnxruntime's latency is bimodal across them (the encoder: 0.48 or 0.82 ms), so
     the comparison is also made pairwise: TVM over onnxruntime within each round, whose median is
     `tvm_vs_ort_paired`."""
-    from kdcompile import tvm_backend as tb
     from kdcompile.export import INPUT_NAME, ort_session
+    from kdcompile.tvm_layer.build import CompiledModel
 
     name, _ = parse_spec(spec)
     module, shape = MODELS[name]()
@@ -179,8 +178,8 @@ def measure_all(spec: str, timing: TimingConfig, rounds: int = 15) -> dict:
     sess = ort_session(work_dir(name) / f"{name}.onnx", THREADS)
     feed = {INPUT_NAME: x}
     reference = sess.run(None, feed)[0]
-    tuned = tb.CompiledModel(work / "tuned.so")
-    untuned = {p: tb.CompiledModel(work / f"untuned-{p}.so") for p in pickers_for(spec)}
+    tuned = CompiledModel(work / "tuned.so")
+    untuned = {p: CompiledModel(work / f"untuned-{p}.so") for p in pickers_for(spec)}
     xt = torch.from_numpy(x)
 
     def torch_call():
@@ -242,7 +241,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--trials", type=int, help="one budget for every model (default: per-model budgets)")
-    ap.add_argument("--cost-model", default="xgb", help="the search's cost model (kdcompile.tune.COST_MODELS)")
+    ap.add_argument("--cost-model", default="xgb", help="the search's cost model (kdcompile.plugins COST_MODELS)")
     ap.add_argument("--quick", action="store_true", help="shorter timing (for trying the script out)")
     ap.add_argument("--no-tuning", dest="tuning", action="store_false",
                     help="no new trials: build and measure with the tuning logs as they are")

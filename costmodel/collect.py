@@ -7,9 +7,7 @@ Resumable at any point: what is on disk counts, and collection continues where i
 
 from __future__ import annotations
 
-import hashlib
 import os
-import platform
 import signal
 import threading
 import time
@@ -17,8 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from costmodel import zoo
-from costmodel.dataset import Dataset, TaskFile, trace_key
+from costmodel.dataset import ProgramDataset, TaskFile, task_hash, trace_key
+from kdcompile.errors import KdError
+from kdcompile.machine import fingerprint
 from kdcompile.progress import console, progress
+
+# Each source searches from its own seeds: with one seed for both, the evolutionary search's random first
+# population and the random sampler drew the same programs (the collector's exhausted-flag bug, issue #20).
+SOURCE_SEEDS = {"random": 0, "evolutionary": 1_000_003}
 
 
 @dataclass
@@ -26,7 +30,7 @@ class CollectConfig:
     out: Path | None = None  # dataset folder; default datasets/<hardware_name()>
     networks: tuple[str, ...] = tuple(zoo.NETWORKS)
     batches: tuple[int, ...] = zoo.BATCHES
-    layouts: tuple[str | None, ...] = (None, "NHWC")  # lowerings (tvm_backend.lower's layout); NHWC: CNNs only
+    layouts: tuple[str | None, ...] = (None, "NHWC")  # lowerings (tvm_layer Lowering's layout); NHWC: CNNs only
     random_per_task: int = 64
     evolutionary_per_task: int = 128
     first_pass: int = 24  # programs per source every task gets before any task gets more
@@ -35,29 +39,16 @@ class CollectConfig:
     seed: int = 0
     threads: int = 2
     max_tasks: int | None = None  # stop after this many tasks (for tests and quick looks)
-    target: str | None = None  # None: this CPU; else a TVM target, e.g. "cuda:sm_86" (see tvm_backend.parse_target)
+    target: str | None = None  # None: this CPU; else a TVM target, e.g. "cuda:sm_86" (tvm_layer.target.parse_target)
     rpc: str | None = None  # "tracker_host:port:key": measure on the device registered under that key
     cache: Path = field(default_factory=lambda: Path(os.environ.get("KDCOMPILE_CACHE", "~/.cache/kdcompile")))
 
 
-def fingerprint(target: dict, tvm_version: str) -> dict:
-    """What must match for two measurements to be comparable: the CPU, its flags, cores, TVM and the target."""
-    cpu, flags = platform.processor(), ""
-    try:
-        info = open("/proc/cpuinfo").read().splitlines()
-        cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-        flags = next(line.split(":", 1)[1].strip() for line in info if line.startswith("flags"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "flags_sha1": hashlib.sha1(flags.encode()).hexdigest()[:12], "avx512": "avx512f" in flags,
-            "cores": os.cpu_count(), "tvm": tvm_version, "target": target}
-
-
 def hardware_name(threads: int) -> str:
     """e.g. "cpu-znver5-2c": the LLVM CPU name and core count the measurements were made with."""
-    from kdcompile import tvm_backend as tb
+    from kdcompile.tvm_layer.target import host_target
 
-    return f"cpu-{tb.host_target(threads).attrs['mcpu']}-{threads}c"
+    return f"cpu-{host_target(threads).attrs['mcpu']}-{threads}c"
 
 
 def plan(cfg: CollectConfig) -> list[str]:
@@ -65,11 +56,14 @@ def plan(cfg: CollectConfig) -> list[str]:
     (round-robin over networks, so that every network has data early)."""
     import torch
 
-    from kdcompile import tvm_backend as tb
     from kdcompile.export import INPUT_NAME, to_onnx
+    from kdcompile.tvm_layer.lowering import Lowering
+    from kdcompile.tvm_layer.programs import network_tasks
+    from kdcompile.tvm_layer.space import SPACE
+    from kdcompile.tvm_layer.target import parse_target, target_dict
 
-    target = tb.parse_target(cfg.target, cfg.threads)
-    ds = Dataset(cfg.out)
+    target = parse_target(cfg.target, cfg.threads)
+    ds = ProgramDataset(cfg.out)
     known = ds.networks()
     per_network: list[list[str]] = []
     for name in cfg.networks:
@@ -77,7 +71,8 @@ def plan(cfg: CollectConfig) -> list[str]:
             if layout is not None and name not in zoo.CHANNELS_LAST:
                 continue
             # one key per lowering: networks collected under an earlier lowering keep their own (other) tasks
-            key = f"{name}@b{batch}+{tb.LOWERING}" + (f"+{layout.lower()}" if layout else "")
+            lowering = Lowering(layout=layout)
+            key = f"{name}@b{batch}+{lowering.key}" + (f"+{layout.lower()}" if layout else "")
             if key in known:
                 per_network.append(list(known[key]["tasks"]))
                 continue
@@ -86,17 +81,17 @@ def plan(cfg: CollectConfig) -> list[str]:
             onnx_path = cfg.cache.expanduser() / "zoo" / f"{name}@b{batch}.onnx"
             if not onnx_path.exists():
                 to_onnx(module, torch.zeros(shape), onnx_path, opset=18)
-            tasks = tb.network_tasks(onnx_path, INPUT_NAME, shape, target, layout=layout)
+            tasks = network_tasks(onnx_path, INPUT_NAME, shape, target, lowering)
             weights: dict[str, int] = {}
             for t in tasks:
-                h = tb.structural_hash(t["workload"])
+                h = task_hash(t["workload"])
                 weights[h] = weights.get(h, 0) + t["weight"]
                 f = ds.task(h)
                 if not f.exists():
                     f.create({"task_hash": h, "task_name": t["task_name"], "workload": t["workload"],
-                              "args_info": t["args_info"], "target": tb.target_dict(target)})
+                              "args_info": t["args_info"], "target": target_dict(target)})
             ds.add_network(key, {"network": name, "batch": batch, "input_shape": list(shape), "tasks": weights,
-                                 "lowering": tb.LOWERING, "layout": layout or "as exported", "space": tb.SPACE})
+                                 "lowering": lowering.key, "layout": layout or "as exported", "space": SPACE})
             per_network.append(list(weights))
             console.print(f"{key}: {len(tasks)} tasks")
     order, seen = [], set()
@@ -143,23 +138,27 @@ def collect(cfg: CollectConfig = CollectConfig()) -> dict:
     """Measure programs for every planned task until each has its quota; returns the dataset's counts.
 
     Breadth first: a first pass gives every task `first_pass` programs per source before a second pass tops
-    each up to its full quota, so an interrupted collection still covers every network.
+    each up to its full quota, so an interrupted collection still covers every network. A source is marked
+    exhausted (not retried on resume) only when its search came back with an empty batch: one that held no
+    program the task did not already have, or none at all.
     """
-    from kdcompile import tvm_backend as tb
+    from kdcompile.tvm_layer.programs import known_programs, measure_programs, workload_module
+    from kdcompile.tvm_layer.target import local_gpu, parse_target, target_dict, tvm_version
 
-    from kdcompile.errors import KdError
-
-    target = tb.parse_target(cfg.target, cfg.threads)
+    unknown = set(cfg.networks) - set(zoo.NETWORKS)
+    if unknown:
+        raise KdError(f"Unknown network(s) {sorted(unknown)}: the zoo has {', '.join(zoo.NETWORKS)}.")
+    target = parse_target(cfg.target, cfg.threads)
     if cfg.out is None and (cfg.rpc or cfg.target):
         raise KdError("Name the dataset folder (--out) when measuring on another device or target.")
-    gpu = None if cfg.rpc else tb.local_gpu(target)
+    gpu = None if cfg.rpc else local_gpu(target)
     if target.kind.name == "cuda" and not cfg.rpc and gpu is None:
         # else every program would be recorded as a failure and its task given up as exhausted
         raise KdError("No CUDA device on this machine: collect for a GPU on a machine that has it, or measure "
                       "there through a TVM RPC tracker (--rpc host:port:key).")
     cfg.out = cfg.out or Path("datasets") / hardware_name(cfg.threads)
-    ds = Dataset(cfg.out)
-    fid = ds.add_fingerprint(fingerprint(tb.target_dict(target), tb.tvm_version()) | (gpu or {})
+    ds = ProgramDataset(cfg.out)
+    fid = ds.add_fingerprint(fingerprint(target_dict(target), tvm_version()) | (gpu or {})
                              | ({"rpc_key": cfg.rpc.rsplit(":", 1)[-1], "cpu_is_the_collector_host": True}
                                 if cfg.rpc else {}))
     order = plan(cfg)
@@ -183,13 +182,16 @@ def collect(cfg: CollectConfig = CollectConfig()) -> dict:
                     todo = {s: missing(h, s, quota) for s in quota}
                     if not any(todo.values()):
                         continue
-                    mod = tb.workload_module(f.header()["workload"])
-                    seen = {trace_key(r["trace"]) for r in f.records()}
+                    header = f.header()
+                    mod = workload_module(header["workload"])
+                    records = list(f.records())
+                    seen = {trace_key(r["trace"]) for r in records}
                     for source, n in todo.items():
                         if n <= 0:
                             continue
+                        batches: list[int] = []  # new programs per measured batch of this search
 
-                        def sink(rows: list[dict], source=source, f=f, seen=seen, i=i) -> None:
+                        def sink(rows: list[dict], source=source, f=f, seen=seen, i=i, batches=batches) -> None:
                             now, load = time.time(), os.getloadavg()[0]
                             if stop["asked"]:  # the Ctrl-C may have reached a worker too: keep no failure from it
                                 rows = [r for r in rows if r["run_secs"]]
@@ -199,6 +201,7 @@ def collect(cfg: CollectConfig = CollectConfig()) -> dict:
                                     seen.add(key)
                                     new.append(dict(r, source=source, fp=fid, ts=round(now, 1), load=round(load, 2)))
                             f.append(new)
+                            batches.append(len(new))
                             measured[0] += len(new)
                             rate = measured[0] / max(1e-9, (time.time() - start) / 60)
                             info = f"task {i + 1}/{len(order)}, {rate:.0f} programs/min"
@@ -211,12 +214,14 @@ def collect(cfg: CollectConfig = CollectConfig()) -> dict:
                                               "run the same command to resume.")
                                 os._exit(130)
 
-                        # A resumed task gets a fresh seed, so it does not replay the programs it already has.
-                        seed = cfg.seed + have[h].get(source, 0)
-                        before = measured[0]
+                        # Sources are seeded apart, and a resumed task gets a fresh seed, so that neither replays
+                        # programs the task already has; the search also starts from them (`known_programs`).
+                        seed = cfg.seed + SOURCE_SEEDS[source] + have[h].get(source, 0)
+                        known = known_programs(mod, header["target"], records) if source == "evolutionary" else None
                         try:
-                            tb.measure_programs(mod, target, source, n, min(cfg.per_iter, n), seed, sink,
-                                                cfg.cache.expanduser() / "ms_logs", repeats=cfg.repeats, rpc=cfg.rpc)
+                            measure_programs(mod, target, source, n, min(cfg.per_iter, n), seed, sink,
+                                             cfg.cache.expanduser() / "ms_logs", repeats=cfg.repeats, rpc=cfg.rpc,
+                                             database=known, is_known=lambda t, seen=seen: trace_key(t) in seen)
                         except Exception:  # a worker starting up when Ctrl-C came (before it could ignore it)
                             if not stop["asked"]:
                                 raise
@@ -224,9 +229,8 @@ def collect(cfg: CollectConfig = CollectConfig()) -> dict:
                             console.print(f"Stopped; the batch in flight was lost ({measured[0]} programs saved this "
                                           "run); run the same command to resume.")
                             os._exit(130)
-                        got = measured[0] - before
-                        have[h][source] = have[h].get(source, 0) + got
-                        if got < n:  # the search ran out of new programs
+                        have[h][source] = have[h].get(source, 0) + sum(batches)
+                        if search_ran_dry(batches, n, min(cfg.per_iter, n)):
                             ds.mark_exhausted(h, source)
                             exhausted.setdefault(h, []).append(source)
                     if not any(missing(h, s, full) for s in full):
@@ -234,3 +238,11 @@ def collect(cfg: CollectConfig = CollectConfig()) -> dict:
     finally:
         release(stop)
     return ds.count()
+
+
+def search_ran_dry(new_per_batch: list[int], asked: int, per_batch: int) -> bool:
+    """Whether a search has nothing new left to give: one of its batches held no program the task did not have,
+    or it ended with batches still owed (an empty batch ends the search: tvm_layer.programs.NewProgramsOnly).
+    A batch with a few duplicates is not enough: the search may still have plenty of new programs."""
+    owed = -(-asked // per_batch)
+    return any(n == 0 for n in new_per_batch) or len(new_per_batch) < owed

@@ -22,9 +22,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Iterator
+
+from kdcompile.errors import KdError
+from kdcompile.files import append_lines, atomic_path, drop_torn_tail, read_lines, write_json, write_text
+from kdcompile.measured import mean_seconds as mean_of_repeats
 
 FORMAT = 1
 
@@ -38,19 +41,21 @@ def fingerprint_id(fingerprint: dict) -> str:
     return hashlib.sha1(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+def task_hash(workload_json: list) -> str:
+    """A task's name in the dataset: the structural hash MetaSchedule's JSONDatabase stores as the first field of
+    its workload JSON."""
+    return str(workload_json[0])
+
+
+def write_json_sorted(path: Path, obj) -> None:
+    """The dataset's small JSON files, written atomically, keys sorted so that diffs stay readable."""
+    write_json(path, obj, indent=1, sort_keys=True)
 
 
 def _read_lines(path: Path) -> Iterator[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as f:
-        for line in f:
-            if not line.endswith("\n"):
-                return  # a batch torn by a kill: everything before it is intact
-            yield json.loads(line)
+    """A task file's complete lines as dicts: a batch torn by a kill is dropped (everything before it is intact)."""
+    for line in read_lines(path, opener=gzip.open if path.suffix == ".gz" else open):
+        yield json.loads(line)
 
 
 class TaskFile:
@@ -76,48 +81,31 @@ class TaskFile:
         yield from lines
 
     def create(self, header: dict) -> None:
-        self.plain.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.plain.with_suffix(".tmp")
-        tmp.write_text(json.dumps(dict(header, format=FORMAT), separators=(",", ":")) + "\n")
-        os.replace(tmp, self.plain)
+        write_text(self.plain, json.dumps(dict(header, format=FORMAT), separators=(",", ":")) + "\n")
 
     def append(self, rows: list[dict]) -> None:
         """Append a batch durably. Reopens a packed file for appending (unpacks it first)."""
         if self.packed.exists():
             self.unpack()
-        self._drop_torn_tail()
-        with self.plain.open("a") as f:
-            f.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows))
-            f.flush()
-            os.fsync(f.fileno())
-
-    def _drop_torn_tail(self) -> None:
-        with self.plain.open("rb+") as f:
-            data = f.read()
-            if data and not data.endswith(b"\n"):
-                f.truncate(data.rfind(b"\n") + 1)
+        append_lines(self.plain, [json.dumps(r, separators=(",", ":")) for r in rows])
 
     def pack(self) -> None:
         """Gzip a finished task (about 10x smaller); the plain file goes only after the packed one is complete."""
         if not self.plain.exists():
             return
-        self._drop_torn_tail()
-        tmp = self.packed.with_suffix(".tmp")
-        with self.plain.open("rb") as src, gzip.open(tmp, "wb", compresslevel=9) as dst:
+        drop_torn_tail(self.plain)
+        with atomic_path(self.packed) as tmp, self.plain.open("rb") as src, gzip.open(tmp, "wb", compresslevel=9) as dst:
             dst.write(src.read())
-        os.replace(tmp, self.packed)
         self.plain.unlink()
 
     def unpack(self) -> None:
-        tmp = self.plain.with_suffix(".tmp")
-        with gzip.open(self.packed, "rb") as src:
+        with atomic_path(self.plain) as tmp, gzip.open(self.packed, "rb") as src:
             tmp.write_bytes(src.read())
-        os.replace(tmp, self.plain)
         self.packed.unlink()
 
 
-class Dataset:
-    """A dataset folder: which networks hold which tasks, and each task's measured programs."""
+class ProgramDataset:
+    """A dataset folder of measured tensor programs: which networks hold which tasks, and each task's programs."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -133,16 +121,30 @@ class Dataset:
         nets = self.networks()
         nets[key] = info
         self.root.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(self.root / "networks.json", nets)
+        write_json_sorted(self.root / "networks.json", nets)
+
+    def fingerprints(self) -> dict[str, dict]:
+        path = self.root / "fingerprints.json"
+        return json.loads(path.read_text()) if path.exists() else {}
 
     def add_fingerprint(self, fingerprint: dict) -> str:
+        """Register the machine a batch of measurements comes from; returns its id. Measurements of another CPU
+        are refused: they would rank programs by another machine's speed (a measurement through an RPC tracker
+        names its device's key and is kept apart by it)."""
         path = self.root / "fingerprints.json"
-        known = json.loads(path.read_text()) if path.exists() else {}
+        known = self.fingerprints()
+        other = [f for f in known.values() if (f.get("cpu"), f.get("flags_sha1")) != (fingerprint.get("cpu"),
+                 fingerprint.get("flags_sha1")) and f.get("rpc_key") == fingerprint.get("rpc_key")]
+        if other:
+            raise KdError(f"{self.root} holds measurements of another CPU ({other[0].get('cpu')}, flags "
+                          f"{other[0].get('flags_sha1')}); this one is {fingerprint.get('cpu')} (flags "
+                          f"{fingerprint.get('flags_sha1')}): collect into a dataset folder of its own (the default "
+                          "without --out).")
         fid = fingerprint_id(fingerprint)
         if fid not in known:
             known[fid] = fingerprint
             self.root.mkdir(parents=True, exist_ok=True)
-            _write_json_atomic(path, known)
+            write_json_sorted(path, known)
         return fid
 
     def exhausted(self) -> dict[str, list[str]]:
@@ -153,7 +155,7 @@ class Dataset:
     def mark_exhausted(self, task_hash: str, source: str) -> None:
         state = self.exhausted()
         state[task_hash] = sorted(set(state.get(task_hash, [])) | {source})
-        _write_json_atomic(self.root / "exhausted.json", state)
+        write_json_sorted(self.root / "exhausted.json", state)
 
     def task_hashes(self) -> list[str]:
         folder = self.root / "tasks"
@@ -186,7 +188,4 @@ class Dataset:
 
 def mean_seconds(record: dict) -> float | None:
     """A record's latency: the mean of its repeats; None for a failed program."""
-    secs = record.get("run_secs")
-    if not secs or min(secs) >= 1e9:  # MetaSchedule stores failures as [1e10]
-        return None
-    return sum(secs) / len(secs)
+    return mean_of_repeats(record.get("run_secs"))

@@ -16,18 +16,19 @@ from typing import Callable
 import numpy as np
 import torch
 
-from costmodel.dataset import Dataset
+from costmodel.dataset import ProgramDataset
 from costmodel.features import featurize_task
 from costmodel.mamba import load_ranker, pad_tokens
 from costmodel.metrics import pairwise_accuracy, top_k_score
 from costmodel.mlp import MLPConfig, predict_mlp, train_mlp
 from costmodel.splits import split_by_network, tasks_of
+from costmodel.tokenize import MAX_TOKENS
 from costmodel.train import TaskData, load_tasks
 
 Scorer = Callable[[TaskData], np.ndarray]
 
 
-def mamba_scorer(weights: Path, max_tokens: int = 256) -> Scorer:
+def mamba_scorer(weights: Path, max_tokens: int = MAX_TOKENS) -> Scorer:
     model = load_ranker(weights)
 
     @torch.no_grad()
@@ -46,7 +47,7 @@ def random_scorer(seed: int = 0) -> Scorer:
     return lambda task: rng.random(len(task.seconds))
 
 
-def _program_rows(ds: Dataset, task: TaskData) -> list[np.ndarray]:
+def _program_rows(ds: ProgramDataset, task: TaskData) -> list[np.ndarray]:
     """Per-store feature rows of each of a task's measured programs."""
     f = featurize_task(ds, task.task_hash, with_store_features=True)
     ok = np.flatnonzero(np.isfinite(f["latency_s"]))
@@ -54,7 +55,7 @@ def _program_rows(ds: Dataset, task: TaskData) -> list[np.ndarray]:
     return [f["psf"][off[i]:off[i + 1]] for i in ok]
 
 
-def _store_rows(ds: Dataset, task: TaskData) -> tuple[np.ndarray, np.ndarray]:
+def _store_rows(ds: ProgramDataset, task: TaskData) -> tuple[np.ndarray, np.ndarray]:
     """All store rows of a task's measured programs and, per row, the index of its program."""
     rows = _program_rows(ds, task)
     return np.concatenate(rows), np.repeat(np.arange(len(rows)), [len(r) for r in rows])
@@ -70,7 +71,7 @@ def packsum_objective(program_of_row: np.ndarray, labels: np.ndarray):
     return objective
 
 
-def xgb_scorer(ds: Dataset, train_tasks: list[TaskData], rounds: int = 200, seed: int = 0) -> Scorer:
+def xgb_scorer(ds: ProgramDataset, train_tasks: list[TaskData], rounds: int = 200, seed: int = 0) -> Scorer:
     import xgboost as xgb
 
     xs, programs, labels, offset = [], [], [], 0
@@ -91,7 +92,7 @@ def xgb_scorer(ds: Dataset, train_tasks: list[TaskData], rounds: int = 200, seed
     return score
 
 
-def mlp_scorer(ds: Dataset, train_tasks: list[TaskData], cfg: MLPConfig = MLPConfig()) -> Scorer:
+def mlp_scorer(ds: ProgramDataset, train_tasks: list[TaskData], cfg: MLPConfig = MLPConfig()) -> Scorer:
     model = train_mlp([(_program_rows(ds, t), t.seconds) for t in train_tasks], cfg)
     return lambda task: predict_mlp(model, _program_rows(ds, task))
 
@@ -99,7 +100,7 @@ def mlp_scorer(ds: Dataset, train_tasks: list[TaskData], cfg: MLPConfig = MLPCon
 def evaluate(data: str | Path, scorers: dict[str, Scorer], networks: dict[str, dict] | None = None) -> dict:
     """{model: {"top1", "top5", "pairwise", "per_network": {...}}} over the held-out networks' tasks. Scores of a
     network pool its tasks weighted by how often they occur; the overall top-k pools all held-out networks."""
-    ds = Dataset(data)
+    ds = ProgramDataset(data)
     networks = networks if networks is not None else split_by_network(ds)["test"]
     tasks = {t.task_hash: t for t in load_tasks(ds, tasks_of(networks))}
     results = {}
@@ -116,3 +117,17 @@ def evaluate(data: str | Path, scorers: dict[str, Scorer], networks: dict[str, d
                          "top5": top_k_score(pooled, 5) if pooled else None,
                          "pairwise": float(np.mean(pairwise)) if pairwise else None, "per_network": per_net}
     return results
+
+
+def compare(data: str | Path, weights: Path | None = None, baselines: bool = True) -> dict:
+    """`kdcompile costmodel eval`: the Mamba ranker at `weights` (if given) against random and, with `baselines`,
+    TVM's XGBoost and MLP recipes trained on the same training split, on the held-out networks (`evaluate`)."""
+    scorers = {"random": random_scorer()}
+    if weights:
+        scorers["mamba"] = mamba_scorer(weights)
+    if baselines:
+        ds = ProgramDataset(data)
+        train_tasks = load_tasks(ds, tasks_of(split_by_network(ds)["train"]))
+        scorers["xgb"] = xgb_scorer(ds, train_tasks)
+        scorers["mlp"] = mlp_scorer(ds, train_tasks)
+    return evaluate(data, scorers)

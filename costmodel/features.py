@@ -10,11 +10,11 @@ Per task, in <dataset>/features/<task_hash>.npz (recomputed when the task gained
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
-from costmodel.dataset import Dataset, mean_seconds
+from costmodel.dataset import ProgramDataset, mean_seconds
+from kdcompile.files import atomic_path
 from costmodel.tokenize import NUM_FEATURES, tokenize
 
 
@@ -25,7 +25,7 @@ def _ragged(parts: list[np.ndarray], width: int | None, dtype) -> tuple[np.ndarr
     return (np.concatenate(parts).astype(dtype) if parts else np.zeros(shape, dtype)), offsets
 
 
-def featurize_task(ds: Dataset, task_hash: str, with_store_features: bool = True) -> dict[str, np.ndarray]:
+def featurize_task(ds: ProgramDataset, task_hash: str, with_store_features: bool = True) -> dict[str, np.ndarray]:
     """Features and latencies of every record of one task, from the cache when it is current."""
     cache = ds.root / "features" / f"{task_hash}.npz"
     f = ds.task(task_hash)
@@ -40,18 +40,16 @@ def featurize_task(ds: Dataset, task_hash: str, with_store_features: bool = True
     out["tok_kind"], out["tok_offsets"] = _ragged([k for k, _ in tokens], None, np.int64)
     out["tok_num"], _ = _ragged([n for _, n in tokens], NUM_FEATURES, np.float32)
     if with_store_features and records:
-        from kdcompile.tvm_backend import per_store_features
+        from kdcompile.tvm_layer.programs import per_store_features
 
         # measured programs only: a failure may be a trace that does not replay (kept as a failure by the collector)
         ok = np.flatnonzero(np.isfinite(latency))
-        found = per_store_features(header["workload"], header["args_info"], header["target"],
+        found = per_store_features(header["workload"], header["target"],
                                    [records[i]["trace"] for i in ok]) if len(ok) else []
         rows = [np.zeros((0, 164), np.float32)] * len(records)
         for i, r in zip(ok, found):
             rows[i] = r
         out["psf"], out["psf_offsets"] = _ragged(rows, 164, np.float32)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, **out)
-    Path(tmp).replace(cache)
+    with atomic_path(cache) as tmp:
+        np.savez_compressed(tmp, **out)
     return out

@@ -2,7 +2,7 @@
 database_tuning_record.json), so MetaSchedule users can bring their tuning logs and take ours.
 
 Both formats hold the same Workload and Trace JSON, so no TVM is needed and nothing is lost, except what
-JSONDatabase cannot hold: error messages (it stores failures as run_secs [1e10]) and our per-record metadata.
+JSONDatabase cannot hold: error messages (it stores failures as run_secs [1e10], kdcompile.measured) and our per-record metadata.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import json
 import time
 from pathlib import Path
 
-from costmodel.dataset import Dataset, trace_key
+from costmodel.dataset import ProgramDataset, task_hash, trace_key
+from kdcompile.measured import failed, is_measured
 
-FAILED_SECS = [1e10]  # how MetaSchedule records a program that failed to build or run
 
 
-def export_json_database(ds: Dataset, work_dir: Path, task_hashes: list[str] | None = None) -> int:
+def export_json_database(ds: ProgramDataset, work_dir: Path, task_hashes: list[str] | None = None) -> int:
     """Write the dataset's records as a MetaSchedule JSONDatabase in `work_dir`; returns the record count."""
     work_dir.mkdir(parents=True, exist_ok=True)
     n = 0
@@ -27,14 +27,14 @@ def export_json_database(ds: Dataset, work_dir: Path, task_hashes: list[str] | N
             header = f.header()
             fw.write(json.dumps(header["workload"], separators=(",", ":")) + "\n")
             for r in f.records():
-                secs = r["run_secs"] if r["run_secs"] is not None else FAILED_SECS
+                secs = r["run_secs"] if r["run_secs"] is not None else failed()
                 fr.write(json.dumps([index, [r["trace"], secs, header["target"], header["args_info"]]],
                                     separators=(",", ":")) + "\n")
                 n += 1
     return n
 
 
-def import_json_database(ds: Dataset, work_dir: Path, network: str, source: str = "import",
+def import_json_database(ds: ProgramDataset, work_dir: Path, network: str, source: str = "import",
                          fingerprint_id: str | None = None) -> int:
     """Add a MetaSchedule JSONDatabase's records to the dataset under the network key `network`, skipping
     programs already present; returns how many records were added."""
@@ -46,7 +46,7 @@ def import_json_database(ds: Dataset, work_dir: Path, network: str, source: str 
     weights, added, now = {}, 0, round(time.time(), 1)
     for index, records in by_task.items():
         workload = workloads[index]
-        h = str(workload[0])
+        h = task_hash(workload)
         weights[h] = 1  # JSONDatabase does not record how often a task occurs in its network
         f = ds.task(h)
         if not f.exists():
@@ -60,8 +60,8 @@ def import_json_database(ds: Dataset, work_dir: Path, network: str, source: str 
             if key in seen:
                 continue
             seen.add(key)
-            failed = min(secs) >= 1e9
-            rows.append({"trace": trace, "run_secs": None if failed else secs, "error": "failed" if failed else None,
+            measured = is_measured(secs)
+            rows.append({"trace": trace, "run_secs": secs if measured else None, "error": None if measured else "failed",
                          "source": source, "fp": fingerprint_id, "ts": now, "load": None})
         if rows:
             f.append(rows)

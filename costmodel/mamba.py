@@ -19,6 +19,7 @@ from torch import nn
 
 from costmodel.scan import selective_scan
 from costmodel.tokenize import KINDS, NUM_FEATURES
+from kdcompile.files import atomic_path
 
 
 @dataclass
@@ -101,7 +102,8 @@ class MambaRanker(nn.Module):
 
 
 def save_ranker(model: MambaRanker, path) -> None:
-    torch.save({"config": model.config_dict(), "state": model.state_dict()}, path)
+    with atomic_path(path) as tmp:
+        torch.save({"config": model.config_dict(), "state": model.state_dict()}, tmp)
 
 
 def load_ranker(path) -> MambaRanker:

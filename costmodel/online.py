@@ -1,6 +1,6 @@
 """The Mamba cost model's TVM-free half: score traces, learn online from measured ones, save and load.
 
-`kdcompile.tvm_backend.MambaCostModel` is the thin MetaSchedule adapter around it. Scores depend only on each
+`kdcompile.tvm_layer.cost_models.TraceRankerCostModel` is the thin MetaSchedule adapter around it. Scores depend only on each
 program's own tokens (no normalisation by the current batch, unlike TVM's MLP model), so the same program gets
 the same score whatever it is predicted with.
 """
@@ -14,12 +14,15 @@ import torch
 
 from costmodel.mamba import MambaConfig, MambaRanker, load_ranker, pad_tokens, save_ranker
 from costmodel.rank import rank_loss
-from costmodel.tokenize import tokenize
+from costmodel.tokenize import MAX_TOKENS, tokenize
+from kdcompile.measured import is_measured
+
+UPDATE_BATCH = 256  # programs per online LambdaRank step, sampled from all measured so far
 
 
 class MambaScorer:
     def __init__(self, model: MambaRanker | None = None, lr: float = 1e-3, steps_per_update: int = 10,
-                 max_tokens: int = 256, seed: int = 0):
+                 max_tokens: int = MAX_TOKENS, seed: int = 0):
         torch.manual_seed(seed)
         self.model = model or MambaRanker(MambaConfig())
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr)
@@ -43,14 +46,14 @@ class MambaScorer:
         """Remember measured programs (failures are skipped) and take a few LambdaRank steps on all of them."""
         tid = self.tasks.setdefault(task, len(self.tasks))
         for trace, s in zip(traces, seconds):
-            if s is not None and np.isfinite(s) and s < 1e9:
+            if s is not None and np.isfinite(s) and is_measured([s]):
                 self.seen.append((tid, tokenize(trace), float(s)))
         if len(self.seen) < 2:
             return
         self.model.train()
         rng = np.random.default_rng(len(self.seen))
         for _ in range(self.steps_per_update):
-            idx = rng.choice(len(self.seen), size=min(256, len(self.seen)), replace=False)
+            idx = rng.choice(len(self.seen), size=min(UPDATE_BATCH, len(self.seen)), replace=False)
             kind, num, mask = pad_tokens([self.seen[i][1] for i in idx], max_len=None)
             L = self.max_tokens
             scores = self.model(kind[:, :L], num[:, :L], mask[:, :L])

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from costmodel.dataset import Dataset, mean_seconds, trace_key
+from costmodel.dataset import ProgramDataset, mean_seconds, trace_key
 from kdcompile.progress import progress
 
 
 def remeasure(root: str | Path, sample: int = 500, seed: int = 0, batch: int = 32) -> dict:
     """Re-time `sample` successful programs drawn uniformly from the dataset; append to remeasure.jsonl."""
     from costmodel.collect import release, stop_after_batch
-    from kdcompile import tvm_backend as tb
+    from kdcompile.tvm_layer.programs import remeasure as time_again
 
-    ds = Dataset(root)
+    ds = ProgramDataset(root)
     out = Path(root) / "remeasure.jsonl"
     done = {json.loads(line)["trace_sha1"] for line in out.open()} if out.exists() else set()
     pool = [(h["task_hash"], r) for h, r in ds.records() if mean_seconds(r) is not None
@@ -42,8 +42,7 @@ def remeasure(root: str | Path, sample: int = 500, seed: int = 0, batch: int = 3
                 header = ds.task(h).header()
                 for i in range(0, len(records), batch):
                     chunk = records[i:i + batch]
-                    again = tb.remeasure(header["workload"], header["args_info"], header["target"],
-                                         [r["trace"] for r in chunk])
+                    again = time_again(header["workload"], header["target"], [r["trace"] for r in chunk])
                     load = os.getloadavg()[0]
                     for r, secs in zip(chunk, again):
                         if secs is None:

@@ -4,10 +4,10 @@ does any task they contain (a task shared with a test network would leak its pro
 from __future__ import annotations
 
 from costmodel import zoo
-from costmodel.dataset import Dataset
+from costmodel.dataset import ProgramDataset
 
 
-def split_by_network(ds: Dataset, test_networks: tuple[str, ...] = zoo.TEST_NETWORKS) -> dict[str, dict]:
+def split_by_network(ds: ProgramDataset, test_networks: tuple[str, ...] = zoo.TEST_NETWORKS) -> dict[str, dict]:
     """{"train": {network_key: {task_hash: weight}}, "test": {...}}; network keys look like "resnet50@b1"."""
     nets = ds.networks()
     is_test = {k: v["network"] in test_networks for k, v in nets.items()}

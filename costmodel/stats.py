@@ -7,14 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-from costmodel.dataset import Dataset, _write_json_atomic
+from costmodel.dataset import ProgramDataset, write_json_sorted
+from kdcompile.files import write_text
+from kdcompile.measured import is_measured
 
 
 def stats(root: str | Path, busy_load: float = 2.0) -> dict:
     """Counts per network, failures, collection hours, measurement noise and how much was measured on a busy
     machine (1-min load average above `busy_load` on 2 cores; the collector alone stays at about 1.0-1.8, since
     it builds in two workers while it measures)."""
-    ds = Dataset(root)
+    ds = ProgramDataset(root)
     nets = ds.networks()
     per_task: dict[str, int] = {}
     failed, loads, stamps, repeat_cv = 0, [], [], []
@@ -25,7 +27,7 @@ def stats(root: str | Path, busy_load: float = 2.0) -> dict:
             loads.append(r["load"])
         stamps.append(r["ts"])
         secs = r["run_secs"]
-        if secs and len(secs) > 1 and min(secs) < 1e9:
+        if secs and len(secs) > 1 and is_measured(secs):
             repeat_cv.append(float(np.std(secs) / np.mean(secs)))
     n = sum(per_task.values())
     ts = np.sort(np.asarray(stamps))
@@ -49,8 +51,8 @@ def stats(root: str | Path, busy_load: float = 2.0) -> dict:
         "per_network": {k: {"tasks": len(v["tasks"]), "records": sum(per_task.get(h, 0) for h in v["tasks"])}
                         for k, v in sorted(nets.items())},
     }
-    _write_json_atomic(Path(root) / "stats.json", out)
-    (Path(root) / "stats.md").write_text(render(out))
+    write_json_sorted(Path(root) / "stats.json", out)
+    write_text(Path(root) / "stats.md", render(out))
     return out
 
 

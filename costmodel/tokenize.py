@@ -35,6 +35,8 @@ KINDS = [
 KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
 DECISION_SLOTS, ATTR_SLOTS, INPUT_SLOTS = 6, 2, 2
 NUM_FEATURES = DECISION_SLOTS + ATTR_SLOTS + INPUT_SLOTS + 2  # + number of inputs, block index
+# Longer traces are cut to their first MAX_TOKENS instructions before the ranker sees them (bounds the scan's length).
+MAX_TOKENS = 256
 
 
 def _log2p(v: float) -> float:

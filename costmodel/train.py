@@ -1,22 +1,27 @@
 """Training the Mamba ranker on a dataset's training networks: LambdaRank within tasks, task-grouped batches.
 
 Each step samples `tasks_per_batch` training tasks and up to `programs_per_task` measured programs of each, so
-every batch holds comparable programs. Checkpoints every `checkpoint_every` steps; `resume` continues exactly.
+every batch holds comparable programs. Checkpoints every `checkpoint_every` steps (kdcompile.checkpoint); `resume`
+continues exactly, and refuses a checkpoint of another config, task list or teacher.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from costmodel.dataset import Dataset
+from costmodel.dataset import ProgramDataset
 from costmodel.features import featurize_task
 from costmodel.mamba import MambaConfig, MambaRanker, load_ranker, pad_tokens, save_ranker
 from costmodel.rank import listwise_kd, rank_loss
 from costmodel.splits import split_by_network, tasks_of
+from costmodel.tokenize import MAX_TOKENS
+from kdcompile.checkpoint import Checkpoint, save_due
 from kdcompile.errors import KdError
 from kdcompile.progress import console, progress
 
@@ -28,7 +33,7 @@ class TrainConfig:
     tasks_per_batch: int = 8
     programs_per_task: int = 32
     lr: float = 2e-3
-    max_tokens: int = 256
+    max_tokens: int = MAX_TOKENS
     regression_weight: float = 0.0
     kd_weight: float = 0.5  # with a teacher: loss = (1 - w) LambdaRank + w listwise KD
     kd_temperature: float = 1.0
@@ -45,7 +50,7 @@ class TaskData:
     seconds: np.ndarray
 
 
-def load_tasks(ds: Dataset, task_hashes: list[str], min_programs: int = 2) -> list[TaskData]:
+def load_tasks(ds: ProgramDataset, task_hashes: list[str], min_programs: int = 2) -> list[TaskData]:
     out = []
     for h in task_hashes:
         if not ds.task(h).exists():
@@ -66,7 +71,7 @@ def train(data: str | Path, out: Path, cfg: TrainConfig = TrainConfig(), resume:
 
     With `teacher` (weights of a larger ranker), the model is distilled: it also matches, within each task, the
     teacher's distribution over which program is fastest (costmodel.rank.listwise_kd)."""
-    ds = Dataset(data)
+    ds = ProgramDataset(data)
     hashes = task_hashes if task_hashes is not None else tasks_of(split_by_network(ds)["train"])
     tasks = load_tasks(ds, hashes)
     if not tasks:
@@ -76,14 +81,15 @@ def train(data: str | Path, out: Path, cfg: TrainConfig = TrainConfig(), resume:
     teacher_model = load_ranker(teacher) if teacher else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     rng = np.random.default_rng(cfg.seed)
-    state_path = out.with_suffix(".state.pt")
-    start, losses = 0, []
-    if resume and state_path.exists():
-        state = torch.load(state_path, weights_only=False)  # our own file: includes numpy's generator state
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        rng.bit_generator.state = state["rng"]
-        start, losses = state["step"], state["losses"]
+    state = {"model": model, "optimizer": opt, "generator": rng}
+    # How often it saves does not change the result, so it is not part of what makes the run this run.
+    config = {k: v for k, v in asdict(cfg).items() if k != "checkpoint_every"}
+    task_list = [t.task_hash for t in tasks]  # in order: the generator picks tasks by index
+    identity = config | {"tasks_sha1": hashlib.sha1(json.dumps(task_list).encode()).hexdigest(),
+                         "teacher": str(teacher) if teacher else None}
+    checkpoint = Checkpoint(out.with_suffix(".state.pt"), identity)
+    start = checkpoint.restore(state, resume=bool(resume))  # --resume is explicit; without it, start afresh
+    losses = list(checkpoint.meta.get("losses", []))
     with progress() as bar:
         job = bar.add_task("train cost model", total=cfg.steps, completed=start, info="")
         for step in range(start, cfg.steps):
@@ -112,12 +118,8 @@ def train(data: str | Path, out: Path, cfg: TrainConfig = TrainConfig(), resume:
             opt.step()
             losses.append(loss.item())
             bar.update(job, advance=1, info=f"loss {np.mean(losses[-50:]):.4f}")
-            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-                out.parent.mkdir(parents=True, exist_ok=True)
-                tmp = state_path.with_suffix(".tmp")
-                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "rng": rng.bit_generator.state,
-                            "step": step + 1, "losses": losses}, tmp)
-                tmp.replace(state_path)
+            if save_due(step + 1, cfg.checkpoint_every, cfg.steps):
+                checkpoint.save(step + 1, state, meta={"losses": losses})
     save_ranker(model, out)
     console.print(f"cost model: {len(tasks)} tasks, {sum(len(t.seconds) for t in tasks)} programs, "
                   f"final loss {np.mean(losses[-50:]):.4f} -> {out}")

@@ -16,16 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-from costmodel.dataset import Dataset
+from costmodel.dataset import ProgramDataset
 from costmodel.features import featurize_task
 from costmodel.splits import split_by_network, tasks_of
 from kdcompile.errors import KdError
+from kdcompile.files import atomic_path, write_text
 from kdcompile.progress import progress
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "datasets" / "cpu-znver4-2c"
 
 
-def feature_groups(ds: Dataset, task_hashes: list[str]) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
+def feature_groups(ds: ProgramDataset, task_hashes: list[str]) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
     """Per task: each successfully measured program's PerStoreFeature rows and its mean seconds."""
     groups = {}
     with progress() as bar:
@@ -45,7 +46,7 @@ def feature_groups(ds: Dataset, task_hashes: list[str]) -> dict[str, tuple[list[
 
 def pretrained_xgb_path(data: str | Path = DEFAULT_DATA, split: str = "train") -> Path:
     """The cached model trained on `split` ("train" or "all") of the dataset; (re)built when the data grew."""
-    ds = Dataset(data)
+    ds = ProgramDataset(data)
     if not (ds.root / "networks.json").exists():
         raise KdError(f"No tensor-program dataset at {ds.root} (run `kdcompile costmodel collect`).")
     splits = split_by_network(ds)
@@ -55,14 +56,15 @@ def pretrained_xgb_path(data: str | Path = DEFAULT_DATA, split: str = "train") -
     stamp = out.with_suffix(".json")
     if out.exists() and stamp.exists() and json.loads(stamp.read_text()).get("bytes") == size:
         return out
-    from kdcompile.tvm_backend import pretrained_xgb
+    from kdcompile.tvm_layer.cost_models import pretrained_xgb
 
     groups = feature_groups(ds, hashes)
     if not groups:
         raise KdError(f"The dataset at {ds.root} has no measured programs in its {split} split yet.")
     out.parent.mkdir(parents=True, exist_ok=True)
-    pretrained_xgb(groups).save(str(out))
-    stamp.write_text(json.dumps({"bytes": size, "tasks": len(groups), "programs": sum(len(c) for _, c in groups.values()),
+    with atomic_path(out) as tmp:
+        pretrained_xgb(groups).save(str(tmp))
+    write_text(stamp, json.dumps({"bytes": size, "tasks": len(groups), "programs": sum(len(c) for _, c in groups.values()),
                                  "split": split}))
     return out
 
@@ -70,7 +72,7 @@ def pretrained_xgb_path(data: str | Path = DEFAULT_DATA, split: str = "train") -
 def ship_picker(data: str | Path = DEFAULT_DATA, out: str | Path | None = None) -> Path:
     """Write the default-schedule picker: the booster trained on the training split, without the feature data
     (a picker only predicts, so it needs neither the data nor its featurisation). Records what it was trained on."""
-    from kdcompile.tvm_backend import load_xgb
+    from kdcompile.tvm_layer.cost_models import load_xgb
 
     full = pretrained_xgb_path(data)
     out = Path(out) if out else Path(__file__).resolve().parent / "weights" / "xgb_cpu.tar"
@@ -78,8 +80,9 @@ def ship_picker(data: str | Path = DEFAULT_DATA, out: str | Path | None = None) 
     model.data.clear()
     model.data_size = model.last_train_size = 0
     out.parent.mkdir(parents=True, exist_ok=True)
-    model.save(str(out))
+    with atomic_path(out) as tmp:
+        model.save(str(tmp))
     trained_on = json.loads(full.with_suffix(".json").read_text())
-    out.with_suffix(".json").write_text(json.dumps({k: trained_on[k] for k in ("tasks", "programs", "split")}
+    write_text(out.with_suffix(".json"), json.dumps({k: trained_on[k] for k in ("tasks", "programs", "split")}
                                                    | {"dataset": Path(data).name}, indent=1) + "\n")
     return out

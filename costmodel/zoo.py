@@ -206,7 +206,7 @@ NETWORKS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "mnist_student": (_mnist_student, (1, 1, 28, 28)),
 }
 BATCHES = (1, 8)
-# Also collected channels-last (`tvm_backend.lower(layout="NHWC")`, `kdcompile tune --layout nhwc`): the CNNs.
+# Also collected channels-last (`tvm_layer.lowering.Lowering(layout="NHWC")`, `kdcompile tune --layout nhwc`): the CNNs.
 CHANNELS_LAST = ("resnet18", "resnet50", "mobilenet_v2", "mnist_teacher", "mnist_student")
 # Held out of training, as TenSet and TLP hold out whole networks.
 TEST_NETWORKS = ("resnet50", "mobilenet_v2", "bert_base")

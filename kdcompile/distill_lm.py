@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from kdcompile.checkpoint import Checkpoint, save_due
 from kdcompile.errors import KdError
 from kdcompile.lm import CharData, char_lm, evaluate_lm, pydoc_text, sample_continuations, text_file
 from kdcompile.load import load_model, save_checkpoint
@@ -60,22 +61,15 @@ class LMDistillConfig:
 
 
 def _train(model, data: CharData, context: int, steps: int, batch_size: int, lr: float, seed: int, description: str,
-           loss_of_batch, checkpoint: Path | None = None, checkpoint_every: int = 100) -> None:
+           loss_of_batch, checkpoint: Checkpoint | None = None, checkpoint_every: int = 100) -> None:
     """AdamW, one-cycle schedule, gradient clipping. With `checkpoint`, the training state is saved every
-    `checkpoint_every` steps and a run finding one continues from it (same result as uninterrupted)."""
+    `checkpoint_every` steps and a run whose checkpoint matches continues from it (same result as uninterrupted)."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    start = 0
-    if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        start = state["step"]
-        console.print(f"{description}: resuming at step {start} from {checkpoint}")
+    state = {"model": model, "optimizer": opt, "scheduler": sched, "generator": gen}
+    checkpoint = checkpoint if checkpoint is not None else Checkpoint(None, {})
+    start = checkpoint.restore(state)
     with progress() as bar:
         task = bar.add_task(description, total=steps, completed=start, info="")
         for step in range(start, steps):
@@ -89,12 +83,8 @@ def _train(model, data: CharData, context: int, steps: int, batch_size: int, lr:
             bar.update(task, advance=1, info=f"loss {loss.item():.3f}")
             if bar.disable and (step + 1) % max(1, steps // 5) == 0:
                 console.print(f"{description}: step {step + 1}/{steps}, loss {loss.item():.3f}")
-            if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
-                tmp = checkpoint.with_suffix(".tmp")
-                torch.save({"step": step + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict(), "generator": gen.get_state(),
-                            "torch_rng": torch.get_rng_state()}, tmp)
-                tmp.replace(checkpoint)
+            if save_due(step + 1, checkpoint_every, steps):
+                checkpoint.save(step + 1, state)
     model.eval()
 
 
@@ -165,9 +155,11 @@ def distill_lm(teacher_path: Path, out: Path, cfg: LMDistillConfig = LMDistillCo
             return reverse_kl(z_s[keep], z_t[keep])
         return LOSSES[cfg.method](z_s, z_t, mask=m)
 
-    # The checkpoint sits beside the output and is named after the config, so only the same run resumes from it.
+    # The checkpoint sits beside the output, named after the run, and holds the run's identity: only the same
+    # config and teacher resume from it.
+    identity = {"config": asdict(cfg), "teacher": str(teacher_path)}
     run_id = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode() + str(teacher_path).encode()).hexdigest()
-    checkpoint = out.with_name(f".{out.name}.{run_id[:10]}.state")
+    checkpoint = Checkpoint(out.with_name(f".{out.name}.{run_id[:10]}.state"), identity)
     out.parent.mkdir(parents=True, exist_ok=True)
     _train(student, data, context, cfg.steps, cfg.batch_size, cfg.lr, cfg.seed, f"distill char-LM ({cfg.method})",
            loss_of_batch, checkpoint=checkpoint)
@@ -182,7 +174,7 @@ def distill_lm(teacher_path: Path, out: Path, cfg: LMDistillConfig = LMDistillCo
         # per batch: the loss's fp32 log-probabilities and probabilities of the dropped rows, student and teacher
         result["tip_loss_bytes_saved_per_batch"] = int((rows - kept) * v * 4 * 4)
     save_checkpoint(student, out, "kdcompile.lm:char_lm", kwargs, (1, context), dataset=source, vocab=data.vocab)
-    checkpoint.unlink(missing_ok=True)
+    checkpoint.remove()
     console.print(f"char-LM student ({cfg.method}): {s_params / 1e6:.3f} M parameters ({t_params / s_params:.1f}x "
                   f"fewer), held-out {metrics['nll']:.3f} nats/char, KL to teacher {metrics['kl_to_teacher']:.3f}")
     return result

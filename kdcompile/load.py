@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from kdcompile.errors import KdError
+from kdcompile.files import atomic_path
 
 Kind = Literal["torchscript", "exported_program", "checkpoint", "state_dict", "pickle"]
 CHECKPOINT_KEY = "kdcompile_checkpoint"
@@ -83,8 +84,10 @@ def _from_state_dict(state: dict, arch: str, kwargs: dict, path: Path) -> nn.Mod
 def save_checkpoint(module: nn.Module, path: Path, arch: str, arch_kwargs: dict | None = None,
                     input_shape: tuple[int, ...] | None = None, **meta) -> None:
     """Save weights plus the factory that rebuilds them; loads without pickle and without --arch."""
-    torch.save({CHECKPOINT_KEY: 1, "arch": arch, "arch_kwargs": arch_kwargs or {}, "state_dict": module.state_dict(),
-                "input_shape": list(input_shape) if input_shape else None, "meta": meta}, path)
+    with atomic_path(path) as tmp:
+        torch.save({CHECKPOINT_KEY: 1, "arch": arch, "arch_kwargs": arch_kwargs or {},
+                    "state_dict": module.state_dict(), "input_shape": list(input_shape) if input_shape else None,
+                    "meta": meta}, tmp)
 
 
 def load_model(path: str | Path, arch: str | None = None, trust_pickle: bool = False) -> LoadedModel:

@@ -14,7 +14,7 @@ def distill_and_tune(spec: TeacherSpec, run_dir: Path, distill_cfg: DistillConfi
                      export_cfg: ExportConfig = ExportConfig(), tune_cfg: TuneConfig = TuneConfig(),
                      bench_cfg=None, force: bool = False) -> dict:
     """Distil, export, tune and benchmark; returns the report. Each stage's files stay in `run_dir`."""
-    from bench.stage import BenchConfig, bench
+    from kdcompile.bench import BenchConfig, bench
 
     for i, (stage, run) in enumerate([
         ("distill", lambda: distill(spec, run_dir, distill_cfg, force)),

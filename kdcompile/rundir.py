@@ -12,10 +12,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from kdcompile.errors import KdError
+from kdcompile.files import write_json
 
 MODELS = ("teacher", "student")
 
@@ -38,13 +38,8 @@ class RunDir:
         return self.root / "student.pt2"
 
     def write_json(self, name: str, obj: dict) -> Path:
-        """Write atomically (temp file + rename), so an interrupted stage never leaves half a file."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / name
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-        os.replace(tmp, path)
-        return path
+        """Write atomically (kdcompile.files), so an interrupted stage never leaves half a file."""
+        return write_json(self.root / name, obj)
 
     def read_json(self, name: str, needed_by: str | None = None) -> dict:
         path = self.root / name

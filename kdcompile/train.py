@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdcompile.checkpoint import Checkpoint
 from kdcompile.progress import console, progress
 
 # loss_fn(student_logits (b, c), inputs (b, ...), labels (b,) or None) -> scalar
@@ -34,29 +35,27 @@ def random_shift(x: torch.Tensor, max_pixels: float, generator: torch.Generator)
 
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, loss_fn: LossFn, *, epochs: int, batch_size: int,
         lr: float, seed: int, description: str, augment_pixels: float = 0.0,
-        on_epoch: Callable[[int], str] | None = None, checkpoint: Path | None = None, resume: bool = False,
-        extra: nn.Module | None = None) -> None:
+        on_epoch: Callable[[int], str] | None = None, checkpoint: Path | None = None, resume: bool | None = False,
+        identity: dict | None = None, extra: nn.Module | None = None) -> int:
     """AdamW with a one-cycle schedule; `on_epoch(epoch)` may return a short status shown beside the bar.
 
     With `checkpoint`, the whole training state (weights, optimiser, schedule, random generators) is saved after
-    every epoch; `resume` continues from it, and the result equals an uninterrupted run with the same seed.
+    every epoch (kdcompile.checkpoint). `identity` says which run this is (config, data and teacher hashes; the
+    training hyperparameters given here are added to it); `resume` follows Checkpoint.restore's rule, and a
+    resumed run ends with the same weights as an uninterrupted one with the same seed.
     `extra` holds trainable helpers of the loss (projectors): optimised and checkpointed with the model.
+    Returns the number of epochs run by this call (fewer than `epochs` when it resumed).
     """
     extra = extra if extra is not None else nn.ModuleDict()
     gen = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(len(x) / batch_size)
     opt = torch.optim.AdamW([*model.parameters(), *extra.parameters()], lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15)
-    start = 0
-    if resume and checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=True)
-        model.load_state_dict(state["model"])
-        extra.load_state_dict(state["extra"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        start = state["epoch"] + 1
+    state = {"model": model, "extra": extra, "optimizer": opt, "scheduler": sched, "generator": gen}
+    hyper = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "augment_pixels": augment_pixels,
+             "samples": len(x)}
+    ckpt = Checkpoint(checkpoint, hyper | (identity or {}))
+    start = ckpt.restore(state, resume)
     with progress() as bar:
         task = bar.add_task(description, total=epochs * steps_per_epoch, completed=start * steps_per_epoch, info="")
         for epoch in range(start, epochs):
@@ -78,18 +77,9 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, loss_fn: Loss
             bar.update(task, info=info)
             if bar.disable:  # no terminal (CI, a log file): one line per epoch instead of a bar
                 console.print(f"{description}: epoch {epoch + 1}/{epochs}, {info}")
-            if checkpoint is not None:
-                save_training_state(checkpoint, epoch, model, extra, opt, sched, gen)
+            ckpt.save(epoch + 1, state)
     model.eval()
-
-
-def save_training_state(path: Path, epoch: int, model: nn.Module, extra: nn.Module, opt, sched,
-                        gen: torch.Generator) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"epoch": epoch, "model": model.state_dict(), "extra": extra.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state()},
-               tmp)
-    tmp.replace(path)
+    return epochs - start
 
 
 @torch.inference_mode()

@@ -10,17 +10,22 @@ import torch
 from costmodel.mamba import MambaConfig, MambaRanker
 from costmodel.online import MambaScorer
 from costmodel.tokenize import tokenize
+from kdcompile.tvm_layer.cost_models import TimedCostModel, TraceRankerCostModel
+from kdcompile.tvm_layer.lowering import extract_tasks, import_onnx, lower
+from kdcompile.tvm_layer.plain import plain_json, trace_json
+from kdcompile.tvm_layer.records import load_database, tuning_curve
+from kdcompile.tvm_layer.search import tune
+from kdcompile.tvm_layer.target import host_target
 
 pytestmark = pytest.mark.slow
 
 
 def test_mamba_cost_model_tunes_a_matmul_and_round_trips(tmp_path):
-    from kdcompile import tvm_backend as tb
     from kdcompile.export import INPUT_NAME, to_onnx
 
     to_onnx(torch.nn.Linear(64, 64).eval(), torch.zeros(16, 64), tmp_path / "linear.onnx", opset=18)
-    target = tb.host_target(2)
-    mod = tb.lower(tb.import_onnx(tmp_path / "linear.onnx", INPUT_NAME, (16, 64)), target)
+    target = host_target(2)
+    mod = lower(import_onnx(tmp_path / "linear.onnx", INPUT_NAME, (16, 64)), target)
     scorer = MambaScorer(MambaRanker(MambaConfig(d_model=16, n_layers=1, d_state=4)), steps_per_update=2)
     calls = {"predict": 0}
     real_predict = scorer.predict
@@ -32,19 +37,19 @@ def test_mamba_cost_model_tunes_a_matmul_and_round_trips(tmp_path):
         return scores
 
     scorer.predict = counting_predict
-    timed = tb.TimedCostModel(tb.MambaCostModel(scorer))
-    ran = tb.tune(mod, target, tmp_path / "work", num_trials=8, cost_model=timed, population=32)
+    timed = TimedCostModel(TraceRankerCostModel(scorer))
+    ran = tune(mod, target, tmp_path / "work", num_trials=8, cost_model=timed, population=32)
     assert 0 < ran <= 8 and calls["predict"] > 0  # the budget is a ceiling
     assert len(scorer.seen) > 0  # update() received the measured programs
     assert timed.seconds > 0
 
     # the fast trace conversion the adapter uses equals TVM's own, on every program of the run
-    for record in tb.load_database(tmp_path / "work").get_all_tuning_records():
-        assert tb.trace_json(record.trace) == tb.plain_json(record.trace.as_json())
+    for record in load_database(tmp_path / "work").get_all_tuning_records():
+        assert trace_json(record.trace) == plain_json(record.trace.as_json())
 
     # the benchmark's curve: one point per trial, defined once every task has a measurement, never rising
-    curve = tb.tuning_curve(mod, target, tmp_path / "work")
-    tasks = tb.extract_tasks(mod, target)
+    curve = tuning_curve(extract_tasks(mod, target), tmp_path / "work")
+    tasks = extract_tasks(mod, target)
     assert len(curve) == ran and curve[-1] is not None and curve[-1] > 0
     defined = [v for v in curve if v is not None]
     assert all(b <= a for a, b in zip(defined, defined[1:]))

@@ -10,9 +10,17 @@ import time
 import numpy as np
 import pytest
 
-from costmodel.dataset import Dataset, mean_seconds, trace_key
+from costmodel.dataset import ProgramDataset, mean_seconds, task_hash, trace_key
 from costmodel.splits import split_by_network, tasks_of
 from costmodel.tokenize import tokenize
+from kdcompile.tvm_layer.lowering import Lowering, import_onnx, lower
+from kdcompile.tvm_layer.plain import plain_json
+from kdcompile.tvm_layer.programs import measure_programs, network_tasks, per_store_features
+from kdcompile.tvm_layer.records import count_records
+from kdcompile.tvm_layer.search import tune
+from kdcompile.tvm_layer.target import host_target, target_dict
+
+LOWERING_KEY = Lowering().key
 
 HEADER = {"task_hash": "123", "task_name": "t", "workload": ["123", "abc"], "args_info": [], "target": {"kind": "llvm"}}
 
@@ -23,7 +31,7 @@ def _row(i, secs=(1e-3, 2e-3)):
 
 
 def test_round_trip_pack_and_torn_tail(tmp_path):
-    ds = Dataset(tmp_path)
+    ds = ProgramDataset(tmp_path)
     f = ds.task("123")
     f.create(HEADER)
     f.append([_row(0), _row(1, None)])
@@ -45,7 +53,7 @@ def test_round_trip_pack_and_torn_tail(tmp_path):
 
 
 def test_split_keeps_test_networks_and_their_tasks_out_of_training(tmp_path):
-    ds = Dataset(tmp_path)
+    ds = ProgramDataset(tmp_path)
     ds.add_network("resnet18@b1", {"network": "resnet18", "tasks": {"a": 1, "shared": 2}})
     ds.add_network("resnet50@b1", {"network": "resnet50", "tasks": {"b": 1, "shared": 1}})
     split = split_by_network(ds, test_networks=("resnet50",))
@@ -69,13 +77,6 @@ def test_tokens_ignore_block_names():
 
 # ---- with TVM: a real MetaSchedule run on a tiny matmul --------------------------------------------------------
 @pytest.fixture(scope="module")
-def tb():
-    from kdcompile import tvm_backend
-
-    return tvm_backend
-
-
-@pytest.fixture(scope="module")
 def linear_onnx(tmp_path_factory):
     import torch
 
@@ -87,36 +88,36 @@ def linear_onnx(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def matmul(tb, linear_onnx):
+def matmul(linear_onnx):
     """The dense task of a one-layer network, lowered the way `kdcompile tune` lowers it."""
     from kdcompile.export import INPUT_NAME
 
-    tasks = tb.network_tasks(linear_onnx, INPUT_NAME, (16, 64), tb.host_target(2))
+    tasks = network_tasks(linear_onnx, INPUT_NAME, (16, 64), host_target(2))
     return max(tasks, key=lambda t: len(str(t["mod"])))["mod"]
 
 
 @pytest.mark.slow
-def test_offline_features_equal_tuning_features_and_json_database_round_trip(tb, matmul, tmp_path):
+def test_offline_features_equal_tuning_features_and_json_database_round_trip(matmul, tmp_path):
     from tvm.s_tir import meta_schedule as ms
 
     from costmodel.jsondb import export_json_database, import_json_database
 
-    target = tb.host_target(2)
+    target = host_target(2)
     rows = []
-    tb.measure_programs(matmul, target, "random", 8, 8, 0, rows.extend, tmp_path / "logs", repeats=2,
+    measure_programs(matmul, target, "random", 8, 8, 0, rows.extend, tmp_path / "logs", repeats=2,
                         min_repeat_ms=1, with_features=True)
     assert len(rows) == 8
-    workload = tb.plain_json(ms.database.Workload(matmul).as_json())
-    args = tb.plain_json([a.as_json() for a in ms.arg_info.ArgInfo.from_entry_func(matmul)])
-    offline = tb.per_store_features(workload, args, tb.target_dict(target), [r["trace"] for r in rows])
+    workload = plain_json(ms.database.Workload(matmul).as_json())
+    args = plain_json([a.as_json() for a in ms.arg_info.ArgInfo.from_entry_func(matmul)])
+    offline = per_store_features(workload, target_dict(target), [r["trace"] for r in rows])
     for r, f in zip(rows, offline):
         assert np.array_equal(r["features"], f)
 
     # Our format -> MetaSchedule JSONDatabase (read back by MetaSchedule itself) -> our format again.
-    ds = Dataset(tmp_path / "ds")
-    h = tb.structural_hash(workload)
+    ds = ProgramDataset(tmp_path / "ds")
+    h = task_hash(workload)
     ds.task(h).create({"task_hash": h, "task_name": "matmul", "workload": workload, "args_info": args,
-                       "target": tb.target_dict(target)})
+                       "target": target_dict(target)})
     ds.task(h).append([{k: v for k, v in r.items() if k != "features"} | {"source": "random", "fp": None,
                                                                            "ts": 0.0, "load": 0.0} for r in rows])
     assert export_json_database(ds, tmp_path / "msdb") == 8
@@ -124,7 +125,7 @@ def test_offline_features_equal_tuning_features_and_json_database_round_trip(tb,
     got = sorted(float(np.mean([float(s) for s in rec.run_secs])) for rec in db.get_all_tuning_records())
     want = sorted(mean_seconds(r) or 1e10 for r in rows)
     assert np.allclose(got, want)
-    back = Dataset(tmp_path / "back")
+    back = ProgramDataset(tmp_path / "back")
     assert import_json_database(back, tmp_path / "msdb", "matmul") == len({trace_key(r["trace"]) for r in rows})
     assert import_json_database(back, tmp_path / "msdb", "matmul") == 0  # deduplicated
     assert {trace_key(r["trace"]) for _, r in back.records()} == {trace_key(r["trace"]) for r in rows}
@@ -149,18 +150,20 @@ def test_offline_features_equal_tuning_features_and_json_database_round_trip(tb,
     # the same command then times the rest, and Ctrl-C means what it meant before.
     from costmodel import remeasure as rm
 
-    real, handler = tb.remeasure, signal.getsignal(signal.SIGINT)
+    from kdcompile.tvm_layer import programs
+
+    real, handler = programs.remeasure, signal.getsignal(signal.SIGINT)
 
     def timed_then_ctrl_c(*args, **kwargs):
         out = real(*args, **kwargs)
         os.kill(os.getpid(), signal.SIGINT)
         return out
 
-    tb.remeasure = timed_then_ctrl_c
+    programs.remeasure = timed_then_ctrl_c
     try:
         stopped = rm.remeasure(ds.root, sample=6, batch=1)
     finally:
-        tb.remeasure = real
+        programs.remeasure = real
     assert stopped == {"remeasured": 1, "cv_median": stopped["cv_median"], "stopped": True}
     assert signal.getsignal(signal.SIGINT) is handler
     assert rm.remeasure(ds.root, sample=6, batch=1)["remeasured"] == 2
@@ -182,7 +185,7 @@ def test_offline_features_equal_tuning_features_and_json_database_round_trip(tb,
 
 
 @pytest.mark.slow
-def test_evolutionary_source_stops_once_a_tiny_space_is_measured(tb, tmp_path):
+def test_evolutionary_source_stops_once_a_tiny_space_is_measured(tmp_path):
     """A 4-element add has a handful of programs: the search measures them in its first batch and ends there,
     instead of searching its whole population again for every empty batch TVM allows (5)."""
     import tvm
@@ -191,7 +194,7 @@ def test_evolutionary_source_stops_once_a_tiny_space_is_measured(tb, tmp_path):
     a = te.placeholder((4,), name="A")
     mod = tvm.IRModule({"main": te.create_prim_func([a, te.compute((4,), lambda i: a[i] + 1.0, name="B")])})
     batches = []
-    tb.measure_programs(mod, tb.host_target(2), "evolutionary", 24, 24, 0, batches.append, tmp_path / "logs",
+    measure_programs(mod, host_target(2), "evolutionary", 24, 24, 0, batches.append, tmp_path / "logs",
                         repeats=1, min_repeat_ms=1)
     programs = [r for batch in batches for r in batch]
     assert len(batches) == 1 and 1 <= len(programs) < 24, [len(b) for b in batches]
@@ -199,17 +202,17 @@ def test_evolutionary_source_stops_once_a_tiny_space_is_measured(tb, tmp_path):
 
 
 @pytest.mark.slow
-def test_import_of_a_real_tuning_database(tb, linear_onnx, tmp_path):
+def test_import_of_a_real_tuning_database(linear_onnx, tmp_path):
     from costmodel.jsondb import import_json_database
     from kdcompile.export import INPUT_NAME
 
-    target = tb.host_target(2)
-    tb.tune(tb.lower(tb.import_onnx(linear_onnx, INPUT_NAME, (16, 64)), target), target, tmp_path / "work",
+    target = host_target(2)
+    tune(lower(import_onnx(linear_onnx, INPUT_NAME, (16, 64)), target), target, tmp_path / "work",
             num_trials=8, cost_model="random")
-    ds = Dataset(tmp_path / "ds")
+    ds = ProgramDataset(tmp_path / "ds")
     n = import_json_database(ds, tmp_path / "work", "linear")
     unique = {(h["task_hash"], trace_key(r["trace"])) for h, r in ds.records()}
-    assert 1 <= n == len(unique) <= tb.count_records(tmp_path / "work")
+    assert 1 <= n == len(unique) <= count_records(tmp_path / "work")
     assert sorted(ds.networks()["linear"]["tasks"]) == ds.task_hashes()
     header, record = next(ds.records())
     assert header["workload"][0] in ds.task_hashes() and record["source"] == "import"
@@ -237,16 +240,16 @@ def test_collection_resumes_after_a_kill(tmp_path):
     deadline = time.time() + 300
 
     def n_records():
-        return Dataset(out).count()["records"] if (out / "tasks").exists() else 0
+        return ProgramDataset(out).count()["records"] if (out / "tasks").exists() else 0
 
     while time.time() < deadline and n_records() < 4:
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    first = Dataset(out).count()["records"]
-    assert 4 <= first < 12 * len(Dataset(out).task_hashes())
+    first = ProgramDataset(out).count()["records"]
+    assert 4 <= first < 12 * len(ProgramDataset(out).task_hashes())
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ds = Dataset(out)
+    ds = ProgramDataset(out)
     exhausted = ds.exhausted()
     for h in ds.task_hashes():
         records = [r for _, r in ds.records([h])]
@@ -263,13 +266,13 @@ def test_ctrl_c_stops_collection_once_the_batch_in_flight_is_saved(tmp_path):
                             env=dict(os.environ, KDCOMPILE_QUIET="1"), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.time() + 300
-    while time.time() < deadline and not ((out / "tasks").exists() and Dataset(out).count()["records"] >= 4):
+    while time.time() < deadline and not ((out / "tasks").exists() and ProgramDataset(out).count()["records"] >= 4):
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGINT)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output[-2000:]
     assert "Stopped after saving this batch" in output or "the batch in flight was lost" in output, output[-2000:]
-    records = [r for _, r in Dataset(out).records()]
+    records = [r for _, r in ProgramDataset(out).records()]
     assert len(records) >= 4 and all(r["run_secs"] for r in records), [r["error"] for r in records]
 
 
@@ -297,7 +300,7 @@ def test_collection_through_an_rpc_tracker_on_loopback(tmp_path):
         zoo.NETWORKS.update(saved)
         server.terminate()
         tracker.terminate()
-    ds = Dataset(tmp_path / "ds")
+    ds = ProgramDataset(tmp_path / "ds")
     records = [r for _, r in ds.records()]
     assert counts["records"] == len(records) >= 1
     assert all(r["run_secs"] and len(r["run_secs"]) == 2 for r in records), [r["error"] for r in records]
@@ -310,16 +313,15 @@ def test_plan_registers_cnns_channels_last_too(tmp_path):
     """A CNN of the zoo is lowered twice (as exported, and NHWC as `tune --layout nhwc` lowers it), each under its
     own network key; other networks only as exported."""
     from costmodel.collect import CollectConfig, plan
-    from kdcompile import tvm_backend as tb
 
     cfg = CollectConfig(out=tmp_path / "ds", networks=("mnist_student", "tcn"), batches=(1,), cache=tmp_path / "c")
     order = plan(cfg)
-    nets = Dataset(tmp_path / "ds").networks()
-    assert sorted(nets) == sorted([f"mnist_student@b1+{tb.LOWERING}", f"mnist_student@b1+{tb.LOWERING}+nhwc",
-                                   f"tcn@b1+{tb.LOWERING}"])
-    nchw, nhwc = (set(nets[f"mnist_student@b1+{tb.LOWERING}{s}"]["tasks"]) for s in ("", "+nhwc"))
-    assert nhwc - nchw and set(order) == nchw | nhwc | set(nets[f"tcn@b1+{tb.LOWERING}"]["tasks"])
-    ds = Dataset(tmp_path / "ds")
+    nets = ProgramDataset(tmp_path / "ds").networks()
+    assert sorted(nets) == sorted([f"mnist_student@b1+{LOWERING_KEY}", f"mnist_student@b1+{LOWERING_KEY}+nhwc",
+                                   f"tcn@b1+{LOWERING_KEY}"])
+    nchw, nhwc = (set(nets[f"mnist_student@b1+{LOWERING_KEY}{s}"]["tasks"]) for s in ("", "+nhwc"))
+    assert nhwc - nchw and set(order) == nchw | nhwc | set(nets[f"tcn@b1+{LOWERING_KEY}"]["tasks"])
+    ds = ProgramDataset(tmp_path / "ds")
     for h in nhwc - nchw:  # every convolution of the NHWC lowering reads (1, H, W, channels)
         header = ds.task(h).header()
         if "conv2d" in header["task_name"]:

@@ -1,12 +1,14 @@
 """Training and offline evaluation on a synthetic dataset whose latency is a known function of the trace."""
 
 import numpy as np
+import pytest
 import torch
 
-from costmodel.dataset import Dataset
+from costmodel.dataset import ProgramDataset
 from costmodel.evaluate import evaluate, mamba_scorer, packsum_objective, random_scorer
 from costmodel.mamba import MambaConfig
 from costmodel.train import TrainConfig, train
+from kdcompile.errors import KdError
 
 
 def _trace(a: int, b: int) -> list:
@@ -18,7 +20,7 @@ def _trace(a: int, b: int) -> list:
 def _dataset(root, seed=0):
     """Tiles with a larger inner factor b run faster (latency ~ 1 / b), with 5% noise."""
     rng = np.random.default_rng(seed)
-    ds = Dataset(root)
+    ds = ProgramDataset(root)
     for t in range(8):
         f = ds.task(f"t{t}")
         f.create({"task_hash": f"t{t}", "task_name": "x", "workload": ["0", ""], "args_info": [], "target": {}})
@@ -47,16 +49,47 @@ def test_mamba_learns_the_ranking_and_beats_random_on_held_out_tasks(tmp_path):
     assert set(res["mamba"]["per_network"]) == {"resnet50@b1"}
 
 
-def test_training_resumes_to_the_same_weights(tmp_path):
+def test_interrupted_training_resumes_only_the_missing_steps_to_the_same_weights(tmp_path, monkeypatch):
+    import costmodel.train as t
+
     ds = _dataset(tmp_path / "ds")
-    small = dict(model=MambaConfig(d_model=8, n_layers=1, d_state=2), tasks_per_batch=3, programs_per_task=4,
-                 checkpoint_every=5)
-    train(ds.root, tmp_path / "a.pt", TrainConfig(steps=10, **small))
-    train(ds.root, tmp_path / "b.pt", TrainConfig(steps=5, **small))
-    train(ds.root, tmp_path / "b.pt", TrainConfig(steps=10, **small), resume=True)
+    cfg = TrainConfig(model=MambaConfig(d_model=8, n_layers=1, d_state=2), steps=10, tasks_per_batch=3,
+                      programs_per_task=4, checkpoint_every=5)
+    straight = train(ds.root, tmp_path / "a.pt", cfg)
+    real_loss, calls, kill_at = t.rank_loss, [], [8]
+
+    def counting_loss(*args, **kwargs):
+        calls.append(1)
+        if len(calls) in kill_at:
+            raise KeyboardInterrupt  # Ctrl-C in step 8, after step 5's checkpoint
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(t, "rank_loss", counting_loss)
+    with pytest.raises(KeyboardInterrupt):
+        train(ds.root, tmp_path / "b.pt", cfg)
+    calls.clear()
+    kill_at.clear()
+    info = train(ds.root, tmp_path / "b.pt", cfg, resume=True)
+    assert len(calls) == 5  # steps 6-10 only: it resumed
     a, b = torch.load(tmp_path / "a.pt", weights_only=True), torch.load(tmp_path / "b.pt", weights_only=True)
     for k in a["state"]:
         assert torch.equal(a["state"][k], b["state"][k]), k
+    assert info["final_loss"] == straight["final_loss"]  # the losses of steps 1-5 came back too
+
+
+def test_resume_refuses_a_missing_or_another_runs_checkpoint(tmp_path):
+    ds = _dataset(tmp_path / "ds")
+    small = dict(steps=2, tasks_per_batch=3, programs_per_task=4, checkpoint_every=1)
+    with pytest.raises(KdError, match="no checkpoint"):
+        train(ds.root, tmp_path / "m.pt", TrainConfig(model=MambaConfig(d_model=8, n_layers=1), **small),
+              resume=True)
+    train(ds.root, tmp_path / "m.pt", TrainConfig(model=MambaConfig(d_model=8, n_layers=1), **small))
+    with pytest.raises(KdError, match="another model;"):
+        train(ds.root, tmp_path / "m.pt", TrainConfig(model=MambaConfig(d_model=16, n_layers=1), **small),
+              resume=True)
+    # how often it saves is not part of the run's identity
+    train(ds.root, tmp_path / "m.pt", TrainConfig(model=MambaConfig(d_model=8, n_layers=1),
+                                                  **small | {"checkpoint_every": 2}), resume=True)
 
 
 def test_packsum_objective_gradient_is_per_program():

@@ -7,18 +7,14 @@ import shutil
 import numpy as np
 import pytest
 
-from costmodel.dataset import Dataset
+from costmodel.dataset import ProgramDataset
+from kdcompile.tvm_layer.measure import fast_build
+from kdcompile.tvm_layer.space import space_generator
+from kdcompile.tvm_layer.target import CUDA_LIMITS, local_gpu, parse_target
 
 
-@pytest.fixture(scope="module")
-def tb():
-    from kdcompile import tvm_backend
-
-    return tvm_backend
-
-
-def _has_gpu(tb) -> bool:
-    return tb.local_gpu(tb.parse_target("cuda:sm_80")) is not None
+def _has_gpu() -> bool:
+    return local_gpu(parse_target("cuda:sm_80")) is not None
 
 
 def _matmul(n=64):
@@ -31,42 +27,43 @@ def _matmul(n=64):
     return tvm.IRModule({"main": te.create_prim_func([a, b, c])})
 
 
-def test_cuda_shorthand_has_the_limits_of_tvms_own_gpu_tags(tb):
+def test_cuda_shorthand_has_the_limits_of_tvms_own_gpu_tags():
     import tvm
 
     from kdcompile.errors import KdError
 
-    ours, tag = tb.parse_target("cuda:sm_86"), tvm.target.Target("nvidia/geforce-rtx-3090")
+    ours, tag = parse_target("cuda:sm_86"), tvm.target.Target("nvidia/geforce-rtx-3090")
     assert str(ours.attrs["arch"]) == str(tag.attrs["arch"]) == "sm_86"
-    for key in tb.CUDA_LIMITS:
+    for key in CUDA_LIMITS:
         assert int(ours.attrs[key]) == int(tag.attrs[key]), key
-    assert tb.parse_target("nvidia/geforce-rtx-3090").attrs["max_threads_per_block"] == 1024  # tags pass through
+    assert parse_target("nvidia/geforce-rtx-3090").attrs["max_threads_per_block"] == 1024  # tags pass through
     with pytest.raises(KdError, match="max_threads_per_block"):  # MetaSchedule's AutoBind would fail later
-        tb.parse_target('{"kind": "cuda", "arch": "sm_86"}')
+        parse_target('{"kind": "cuda", "arch": "sm_86"}')
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc to build CUDA kernels")
-def test_cuda_design_space_builds_with_nvcc(tb):
+def test_cuda_design_space_builds_with_nvcc():
     """Sampled programs of a matmul in the collector's design space compile to kernels bound to GPU threads."""
-    ms = tb.ms
-    target = tb.parse_target("cuda:sm_80")
+    from tvm.s_tir import meta_schedule as ms
+
+    target = parse_target("cuda:sm_80")
     mod = _matmul()
-    ctx = ms.TuneContext(mod=mod, target=target, space_generator=tb.space_generator(target),
+    ctx = ms.TuneContext(mod=mod, target=target, space_generator=space_generator(target),
                          search_strategy="replay-trace", task_name="mm", num_threads=2, rand_state=0).clone()
     spaces = ctx.space_generator.generate_design_space(mod)
     ctx.search_strategy.pre_tuning(4, 4, spaces, None, ms.cost_model.RandomModel())
     candidates = ctx.search_strategy.generate_measure_candidates()
-    built = ms.builder.LocalBuilder(f_build=tb.fast_build, timeout_sec=120, max_workers=2).build(
+    built = ms.builder.LocalBuilder(f_build=fast_build, timeout_sec=120, max_workers=2).build(
         [ms.builder.BuilderInput(c.sch.mod, target) for c in candidates])
     assert len(built) == 4 and all(b.error_msg is None for b in built), [b.error_msg for b in built]
     assert all("threadIdx.x" in str(c.sch.mod) for c in candidates)
 
 
-def test_collect_for_a_cuda_target_needs_a_gpu_or_rpc(tb, tmp_path):
+def test_collect_for_a_cuda_target_needs_a_gpu_or_rpc(tmp_path):
     from costmodel.collect import CollectConfig, collect
     from kdcompile.errors import KdError
 
-    if _has_gpu(tb):
+    if _has_gpu():
         pytest.skip("this machine has a GPU")
     with pytest.raises(KdError, match="No CUDA device"):
         collect(CollectConfig(out=tmp_path / "ds", target="cuda:sm_80", networks=("mnist_student",)))
@@ -75,16 +72,16 @@ def test_collect_for_a_cuda_target_needs_a_gpu_or_rpc(tb, tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.slow
-def test_collection_on_a_local_gpu(tb, tmp_path):
+def test_collection_on_a_local_gpu(tmp_path):
     """Programs of a small network measured on this machine's GPU, the GPU named in the fingerprint."""
     from torch import nn
 
     from costmodel import zoo
     from costmodel.collect import CollectConfig, collect
 
-    if not _has_gpu(tb):
+    if not _has_gpu():
         pytest.skip("no CUDA device")
-    gpu = tb.local_gpu(tb.parse_target("cuda:sm_80"))
+    gpu = local_gpu(parse_target("cuda:sm_80"))
     arch = "sm_" + gpu["compute_version"].replace(".", "")
     saved = dict(zoo.NETWORKS)
     zoo.NETWORKS["mlp"] = (lambda: nn.Sequential(nn.Linear(256, 256), nn.ReLU()), (1, 256))
@@ -95,7 +92,7 @@ def test_collection_on_a_local_gpu(tb, tmp_path):
     finally:
         zoo.NETWORKS.clear()
         zoo.NETWORKS.update(saved)
-    records = [r for _, r in Dataset(tmp_path / "ds").records()]
+    records = [r for _, r in ProgramDataset(tmp_path / "ds").records()]
     assert counts["records"] == len(records) >= 1
     ok = [r for r in records if r["run_secs"]]
     assert ok, [r["error"] for r in records]

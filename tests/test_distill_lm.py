@@ -63,6 +63,8 @@ def test_interrupted_lm_distillation_resumes_to_the_same_student(teacher, tmp_pa
         m.setattr(d, "_train", killed_in_step_six)
         with pytest.raises(KeyboardInterrupt):
             distill_lm(teacher, tmp_path / "b.pt", cfg)
+    (state,) = tmp_path.glob(".b.pt.*.state")  # beside the output, named after the run
+    assert torch.load(state, weights_only=True)["step"] == 5
     steps_run = []
 
     def counting_train(*args, **kwargs):
@@ -73,6 +75,7 @@ def test_interrupted_lm_distillation_resumes_to_the_same_student(teacher, tmp_pa
         m.setattr(d, "_train", counting_train)
         resumed = distill_lm(teacher, tmp_path / "b.pt", cfg)
     assert len(steps_run) == 3  # steps 6-8 only: it resumed
+    assert not state.exists()  # removed once the student is saved
     assert resumed["nll"] == straight["nll"]
     a, b = torch.load(tmp_path / "a.pt", weights_only=True), torch.load(tmp_path / "b.pt", weights_only=True)
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])

@@ -1,12 +1,57 @@
+"""The house's shape, from the code's own imports: packages import one way (kdcompile <- costmodel <- bench), every
+tvm import lives in kdcompile/tvm_layer/, and the light modules stay light."""
+
+import ast
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("kdcompile", "costmodel", "bench")
+LAYER = ROOT / "kdcompile" / "tvm_layer"
 
 
-def test_import_kdcompile_stays_light():
-    """import kdcompile (and its CLI module) must not pull in tvm or onnxruntime: they cost seconds and memory."""
-    code = ("import sys, kdcompile, kdcompile.cli, costmodel, bench; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tvm', 'onnxruntime', 'torch')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    loaded = eval(out)
+def _modules(package: str) -> list[Path]:
+    return [p for p in (ROOT / package).rglob("*.py") if "results" not in p.relative_to(ROOT).parts]
+
+
+def _imports(path: Path) -> set[str]:
+    """Top-level names of every import in the file, those inside functions included."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_only_the_tvm_layer_imports_tvm():
+    outside = [str(p.relative_to(ROOT)) for pkg in PACKAGES for p in _modules(pkg)
+               if LAYER not in p.parents and _imports(p) & {"tvm", "tvm_ffi"}]
+    assert not outside, f"tvm imported outside kdcompile/tvm_layer/: {outside}"
+
+
+@pytest.mark.parametrize("package, above", [("kdcompile", {"costmodel", "bench"}), ("costmodel", {"bench"})])
+def test_packages_import_one_way(package, above):
+    wrong = {str(p.relative_to(ROOT)): sorted(_imports(p) & above) for p in _modules(package) if _imports(p) & above}
+    assert not wrong, f"{package} imports a package that sits on it: {wrong}"
+
+
+@pytest.mark.parametrize("module", ["kdcompile", "kdcompile.cli", "kdcompile.tune", "costmodel.train", "costmodel"])
+def test_light_modules_import_neither_tvm_nor_onnxruntime(module):
+    code = (f"import sys, {module}; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tvm', 'tvm_ffi', 'onnxruntime', 'torch')))")
+    loaded = eval(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert not any(m.startswith(("tvm", "onnxruntime")) for m in loaded), loaded
-    assert "torch" not in loaded, "import kdcompile should not even import torch"
+    if module in ("kdcompile", "kdcompile.cli"):
+        assert "torch" not in loaded, "import kdcompile (and its CLI) should not even import torch"
+
+
+def test_the_shape_test_sees_a_deferred_import(tmp_path):
+    """The AST walk finds an import inside a function, where the old circle hid."""
+    f = tmp_path / "m.py"
+    f.write_text("def f():\n    from tvm import relax\n    import bench.e2e\n")
+    assert _imports(f) == {"tvm", "bench"}

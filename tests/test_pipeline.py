@@ -22,8 +22,8 @@ def teacher_file(tmp_path, tiny_cnn):
 
 
 def test_distill_and_tune_end_to_end_then_resume(tmp_path, teacher_file):
-    from bench.stage import BenchConfig
-    from bench.timing import TimingConfig
+    from kdcompile.bench import BenchConfig
+    from kdcompile.timing import TimingConfig
 
     run = tmp_path / "run"
     fast_bench = BenchConfig(timing=TimingConfig(warmup_s=0.05, min_calls=20, min_time_s=0.05))
@@ -61,8 +61,33 @@ def test_distill_and_tune_end_to_end_then_resume(tmp_path, teacher_file):
         tune(run, TuneConfig(trials=6, models=("student",), defaults="random", layout=other))
     with pytest.raises(KdError, match="Unknown layout"):
         tune(run, TuneConfig(trials=6, models=("student",), layout="NCHW16c"))
-    assert distill(TeacherSpec(str(teacher_file)), run, DistillConfig(epochs=1))["student"] \
-        == json.loads((run / "distill.json").read_text())["student"]
+
+    # The tuning state lives in the model's tuning folder, written before the first trial: a run interrupted
+    # before tune.json was written resumes in the layout its records were tuned in (it used to fall back to nchw).
+    assert json.loads((run / "tune" / "student" / "state.json").read_text())["layout"] == layout
+    (run / "tune.json").unlink()
+    resumed = tune(run, TuneConfig(trials=6, models=("student",), defaults="random"))
+    assert resumed["student"]["layout"] == layout and resumed["student"]["trials_this_run"] == 0
+
+    # bench times a TVM build only when tune.json vouches for it (same ONNX file, parity passed)
+    from kdcompile.bench import bench
+
+    record = json.loads((run / "tune.json").read_text())
+    record["student"]["onnx_sha256"] = "0" * 64  # as if built from an earlier student.onnx
+    (run / "tune.json").write_text(json.dumps(record))
+    assert "tvm" not in bench(run, fast_bench)["latency_ms"]["student"]
+
+    # A second distill with the same teacher and config reuses the student: nothing is trained again.
+    import kdcompile.distill as d
+
+    before = (run / "student.pt2").stat().st_mtime_ns
+    real_fit, d.fit = d.fit, None  # calling it would fail
+    try:
+        again = distill(TeacherSpec(str(teacher_file)), run, DistillConfig(epochs=1))
+    finally:
+        d.fit = real_fit
+    assert (run / "student.pt2").stat().st_mtime_ns == before
+    assert {k: again["student"][k] for k in report["student"]} == report["student"]
 
 
 def test_compiled_graph_teacher_needs_a_student_architecture(tmp_path, tiny_cnn):
@@ -96,7 +121,16 @@ def test_interrupted_distillation_resumes_to_the_same_student(tmp_path, teacher_
         with pytest.raises(KeyboardInterrupt):
             distill(TeacherSpec(str(teacher_file)), tmp_path / "b", DistillConfig(epochs=2))
     assert (tmp_path / "b" / "distill_state.pt").exists() and not (tmp_path / "b" / "student.pt2").exists()
-    resumed = distill(TeacherSpec(str(teacher_file)), tmp_path / "b", DistillConfig(epochs=2))
+    ran = []
+
+    def counted(*args, **kwargs):
+        ran.append(real_fit(*args, **kwargs))
+        return ran[-1]
+
+    with monkeypatch.context() as m:
+        m.setattr(d, "fit", counted)
+        resumed = distill(TeacherSpec(str(teacher_file)), tmp_path / "b", DistillConfig(epochs=2))
+    assert ran == [1]  # the resume trained the second epoch only
     assert resumed["student"] == straight["student"]
 
 

@@ -1,6 +1,6 @@
 import time
 
-from bench.timing import TimingConfig, measure
+from kdcompile.timing import TimingConfig, measure
 
 
 def test_measure_reports_ordered_percentiles_of_real_calls():

@@ -33,7 +33,7 @@ def tvm_call(lib_path: Path, x: np.ndarray, threads: int) -> Callable[[], object
     import os
 
     os.environ["TVM_NUM_THREADS"] = str(threads)  # read when the TVM runtime starts its pool
-    from kdcompile.tvm_backend import CompiledModel
+    from kdcompile.tvm_layer.build import CompiledModel
 
     return CompiledModel(lib_path).prepared(x)
 

@@ -1,35 +1,41 @@
-"""Stage 4, bench: latency of teacher and student on every backend they were built for, plus the accuracy and
-size figures of the earlier stages, in report.json and report.md."""
+"""Stage 4, bench (`kdcompile bench`): latency of teacher and student on every backend they were built for, plus
+the accuracy and size figures of the earlier stages, in report.json and report.md."""
 
 from __future__ import annotations
 
 import os
-import platform
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from bench.backends import BACKENDS
-from bench.report import render_markdown, print_table
-from bench.timing import TimingConfig, measure
+from kdcompile.backends import BACKENDS
+from kdcompile.report import render_markdown, print_table
+from kdcompile.timing import TimingConfig, measure
 from kdcompile.errors import KdError
-from kdcompile.progress import progress
+from kdcompile.files import file_sha256, write_text
+from kdcompile.machine import cores, machine_info
+from kdcompile.progress import console, progress
 from kdcompile.rundir import MODELS, RunDir
 
 
 @dataclass
 class BenchConfig:
-    threads: int = 2
+    threads: int = 0  # intra-op threads of every backend; 0: the cores this process may use
     timing: TimingConfig = field(default_factory=TimingConfig)
 
 
-def machine_info(threads: int) -> dict:
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "load_avg_1min": os.getloadavg()[0]}
+def vouched_build(run: RunDir, model: str, tuned: dict) -> bool:
+    """Whether the model's TVM build is the one its tuning record vouches for: built from the ONNX file the run
+    folder holds now, and passed its parity check (a failed or stale build is not timed, and the user is told)."""
+    lib, record = run.tvm_lib(model), tuned.get(model, {})
+    if not lib.exists():
+        return False
+    ok = record.get("lib_sha256") is not None and record["lib_sha256"] == file_sha256(lib) \
+        and record.get("onnx_sha256") == file_sha256(run.onnx(model))
+    if not ok:
+        console.print(f"[yellow]{lib} is not timed: tune.json does not vouch for it (it failed its parity check, was "
+                      f"built from another {model}.onnx, or by an older kdcompile); run `kdcompile tune {run.root}`.[/]")
+    return ok
 
 
 def bench(run_dir, cfg: BenchConfig = BenchConfig()) -> dict:
@@ -43,22 +49,24 @@ def bench(run_dir, cfg: BenchConfig = BenchConfig()) -> dict:
     shape = tuple(exported["input_shape"])
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     models = load_run_models(run)
+    threads = cfg.threads or cores()
     sources = {"torch": lambda m: models[m].module, "onnxruntime": lambda m: run.onnx(m),
                "tvm": lambda m: run.tvm_lib(m)}
-    jobs = [(m, b) for m in MODELS for b in BACKENDS if b == "torch" or sources[b](m).exists()]
+    jobs = [(m, b) for m in MODELS for b in BACKENDS if b == "torch" or (b == "onnxruntime" and run.onnx(m).exists())
+            or (b == "tvm" and vouched_build(run, m, tuned))]
     latency: dict[str, dict] = {m: {} for m in MODELS}
     load_before = os.getloadavg()[0]
     with progress() as bar:
         task = bar.add_task("benchmark", total=len(jobs), info="")
         for m, b in jobs:
             bar.update(task, info=f"{m} / {b}")
-            latency[m][b] = measure(BACKENDS[b](sources[b](m), x, cfg.threads), cfg.timing)
+            latency[m][b] = measure(BACKENDS[b](sources[b](m), x, threads), cfg.timing)
             bar.update(task, advance=1)
     if not latency["student"]:
         raise KdError("Nothing to benchmark for the student.")
     fastest = {m: min(latency[m], key=lambda b: latency[m][b]["p50"]) for m in MODELS}
     report = {
-        "machine": machine_info(cfg.threads) | {"load_avg_1min_before": load_before},
+        "machine": machine_info(threads) | {"load_avg_1min_before": load_before},
         "dataset": distilled["dataset"],
         "teacher": {k: distilled["teacher"][k] for k in ("accuracy", "flops", "parameters")},
         "student": {k: distilled["student"][k] for k in ("accuracy", "flops", "parameters", "agreement")},
@@ -79,6 +87,6 @@ def bench(run_dir, cfg: BenchConfig = BenchConfig()) -> dict:
         best_other = min(others, key=others.get)
         report["tvm_vs_best_other"] = {"backend": best_other, "ratio_p50": student_tvm["p50"] / others[best_other]}
     run.write_json("report.json", report)
-    (run.root / "report.md").write_text(render_markdown(report))
+    write_text(run.root / "report.md", render_markdown(report))
     print_table(report)
     return report

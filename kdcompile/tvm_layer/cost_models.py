@@ -1,0 +1,105 @@
+"""MetaSchedule's cost-model slot, filled: TVM's XGBoost (untrained, pretrained, loaded), a thin adapter for any
+trace ranker, and a timer that wraps either. Which one a run uses is chosen by name (kdcompile.plugins)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from tvm.ir.utils import derived_object
+from tvm.s_tir import meta_schedule as ms
+
+from kdcompile.measured import mean_seconds
+from kdcompile.tvm_layer.plain import trace_json
+
+
+def untrained_xgb(num_cores: int | None = None) -> ms.cost_model.XGBModel:
+    from kdcompile.machine import cores
+
+    return ms.cost_model.XGBModel(num_tuning_cores=num_cores or cores())
+
+
+def pretrained_xgb(groups: dict[str, tuple[list[np.ndarray], np.ndarray]]) -> ms.cost_model.XGBModel:
+    """TVM's XGBModel trained on measured programs before tuning starts (the fair baseline for a pretrained
+    cost model, and the picker of default schedules). `groups` maps a task hash to its programs' PerStoreFeature
+    rows and mean seconds. Like XGBModel.update, it regresses each program's throughput relative to its
+    task's best; the data stays in the model, so online updates retrain on it plus the new measurements."""
+    from tvm.s_tir.meta_schedule.cost_model.xgb_model import FeatureGroup
+
+    model = untrained_xgb()
+    for task_hash, (features, costs) in groups.items():
+        model.data[task_hash] = FeatureGroup(group_hash=task_hash, features=[f.astype("float32") for f in features],
+                                             costs=np.asarray(costs, dtype="float32"))
+        model.data_size += len(costs)
+    xs = [f for g in model.data.values() for f in g.features]
+    ys = np.concatenate([g.min_cost / g.costs for g in model.data.values()])
+    model._train(xs=xs, ys=ys)  # what update() runs after adding data, without a dummy TuneContext
+    model.last_train_size = model.data_size
+    return model
+
+
+def load_xgb(path: Path) -> ms.cost_model.XGBModel:
+    model = untrained_xgb()
+    model.load(str(path))
+    model.last_train_size = model.data_size
+    if model.booster is not None:  # trained: predict from the first candidate. XGBModel returns random scores
+        model.num_warmup_samples = 0  # until it holds 100 programs, and a shipped picker holds none
+    return model
+
+
+def builtin(name: str):
+    """MetaSchedule's own cost models by name, as objects: "xgb" (untrained XGBoost) or "random"."""
+    return {"xgb": untrained_xgb, "random": ms.cost_model.RandomModel}[name]()
+
+
+@derived_object
+class TraceRankerCostModel(ms.cost_model.PyCostModel):
+    """MetaSchedule's cost-model slot filled by a ranker of trace JSON (costmodel.online.MambaScorer, say): an
+    object with predict(traces) -> scores, update(task, traces, seconds), save(path) and a classmethod load(path).
+    This class only converts candidates to trace JSON and results to seconds."""
+
+    def __init__(self, scorer):
+        self.scorer = scorer
+
+    def load(self, path: str) -> None:
+        self.scorer = type(self.scorer).load(path)
+
+    def save(self, path: str) -> None:
+        self.scorer.save(path)
+
+    def update(self, context, candidates, results) -> None:
+        seconds = [mean_seconds([float(s) for s in r.run_secs]) if r.error_msg is None and r.run_secs is not None
+                   else None for r in results]
+        self.scorer.update(str(context.task_name), [trace_json(c.sch.trace) for c in candidates], seconds)
+
+    def predict(self, context, candidates) -> np.ndarray:
+        return self.scorer.predict([trace_json(c.sch.trace) for c in candidates]).astype("float64")
+
+
+@derived_object
+class TimedCostModel(ms.cost_model.PyCostModel):
+    """A cost model (an object, or "xgb"/"random") with the seconds spent in its predict and update counted."""
+
+    def __init__(self, inner):
+        self.inner = builtin(inner) if isinstance(inner, str) else inner
+        self.seconds = 0.0
+
+    def _timed(self, fn, *args):
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def load(self, path: str) -> None:
+        self.inner.load(path)
+
+    def save(self, path: str) -> None:
+        self.inner.save(path)
+
+    def update(self, context, candidates, results) -> None:
+        self._timed(self.inner.update, context, candidates, results)
+
+    def predict(self, context, candidates) -> np.ndarray:
+        return np.asarray(self._timed(self.inner.predict, context, candidates), dtype="float64")

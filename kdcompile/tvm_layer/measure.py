@@ -1,0 +1,144 @@
+"""How a program is built and timed: the one builder and the one runner that tuning, dataset collection,
+default-schedule timing and re-measurement all use.
+
+- The default LocalBuilder imports tvm.s_tir.tensor_intrin in every fresh worker (16-18 s here) and times out;
+  `fast_build` is default_build without that import.
+- Integer inputs are indices (take, gather): the runner gives them zeros, not random values that read out of bounds.
+- Each batch is measured before the search goes on (`WaitingRunner`).
+- Workers ignore Ctrl-C: the main process decides what it means.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import numpy as np
+import tvm
+from tvm.ir.utils import derived_object
+from tvm.s_tir import meta_schedule as ms
+
+from kdcompile.measured import is_measured
+from kdcompile.tvm_layer.target import device_name
+
+MS_LOGGER = "tvm.s_tir.meta_schedule"
+BUILD_TIMEOUT_S = 120
+RUN_TIMEOUT_S = 60
+
+
+def quiet_ms_logging() -> None:
+    """Keep MetaSchedule's per-batch task tables out of the console (they stay in work_dir/logs).
+
+    Its logger setup reads the level each time loggers are created and resets it to DEBUG, so this runs before
+    every creation. It also re-lists the logger's existing handlers by name and crashes on an unnamed one
+    (pytest adds such), so those are dropped here.
+    """
+    logger = logging.getLogger(MS_LOGGER)
+    for handler in list(logger.handlers):
+        if handler.get_name() is None:
+            logger.removeHandler(handler)
+    logger.setLevel(logging.WARNING)
+
+
+def ignore_sigint() -> None:
+    """Initializer of MetaSchedule's worker processes. Ctrl-C in a terminal goes to the whole process group, and
+    the main process decides what it means (the collector saves its batch first): a worker must not die of it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def fast_build(mod: tvm.IRModule, target: tvm.target.Target, _params) -> tvm.runtime.Module:
+    """MetaSchedule's default_build without `import tvm.s_tir.tensor_intrin` (16-18 s per fresh worker here)."""
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
+
+
+def alloc_valid_arguments(device, args_info, alloc_repeat: int) -> list:
+    """The runner's inputs: random floats as TVM makes them, but zeros for integer tensors. Integer inputs are
+    indices (take, gather); random ones read out of bounds and crash the runner, leaving the task untuned."""
+    fill = tvm.get_global_func("tvm.contrib.random.random_fill_for_measure")
+    repeated = []
+    for _ in range(alloc_repeat):
+        args = []
+        for _kind, dtype, shape in args_info:
+            arg = tvm.runtime.empty(shape=shape, dtype=dtype, device=device)
+            if "int" in str(dtype):
+                arg.copyfrom(np.zeros([int(s) for s in shape], dtype=str(dtype)))
+            else:
+                fill(arg)
+            args.append(arg)
+        repeated.append(args)
+    return repeated
+
+
+@derived_object
+class WaitingRunner(ms.runner.PyRunner):
+    """A runner whose batches are measured before the search goes on.
+
+    MetaSchedule's task scheduler hands a batch to the runner and, in its first round over the tasks, goes on to
+    search and build the next task while the batch is being timed. On 2 cores that search runs beside every
+    measurement; with trials/tasks per batch the first round is the whole budget, so every time in the database
+    was taken on a busy machine. Waiting costs the overlap, and buys measurements of an otherwise idle CPU."""
+
+    def __init__(self, runner):
+        self.runner = runner
+
+    def run(self, runner_inputs):
+        futures = self.runner.run(runner_inputs)
+        for future in futures:
+            future.result()
+        return futures
+
+
+def builder() -> ms.builder.LocalBuilder:
+    return ms.builder.LocalBuilder(f_build=fast_build, timeout_sec=BUILD_TIMEOUT_S, initializer=ignore_sigint)
+
+
+def evaluator(repeats: int | None = None, min_repeat_ms: int | None = None) -> ms.runner.EvaluatorConfig:
+    """How each program is timed: MetaSchedule's defaults, or `repeats` timed repeats of at least `min_repeat_ms`
+    each (what the dataset keeps)."""
+    if repeats is None:
+        return ms.runner.EvaluatorConfig()
+    return ms.runner.EvaluatorConfig(number=1, repeat=repeats, min_repeat_ms=min_repeat_ms or 0)
+
+
+def runner(timing: ms.runner.EvaluatorConfig | None = None, rpc: str | None = None) -> WaitingRunner:
+    """The runner: a LocalRunner, or with rpc="host:port:key" an RPCRunner that measures on whatever device
+    registered with that key at the RPC tracker (a remote GPU, say), the same way; either waits for its batch."""
+    timing = timing or evaluator()
+    if not rpc:
+        return WaitingRunner(ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S, evaluator_config=timing,
+                                                   f_alloc_argument=alloc_valid_arguments, initializer=ignore_sigint))
+    host, port, key = rpc.rsplit(":", 2)
+    config = ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key,
+                                 session_timeout_sec=RUN_TIMEOUT_S)
+    return WaitingRunner(ms.runner.RPCRunner(config, evaluator_config=timing, max_workers=1,
+                                             initializer=ignore_sigint))
+
+
+def build_and_time(schedules: list, args_info: list, target: tvm.target.Target,
+                   timing: ms.runner.EvaluatorConfig | None = None) -> list[list[float] | None]:
+    """Build the scheduled modules in parallel, then time each, one at a time: every repeat's seconds per
+    program, or None where building or running failed."""
+    built = builder().build([ms.builder.BuilderInput(sch.mod, target) for sch in schedules])
+    ok = [i for i, b in enumerate(built) if b.error_msg is None]
+    futures = runner(timing).run([ms.runner.RunnerInput(built[i].artifact_path, device_name(target), args_info[i])
+                                  for i in ok])
+    out: list[list[float] | None] = [None] * len(schedules)
+    for i, future in zip(ok, futures):
+        result = future.result()
+        secs = [float(s) for s in result.run_secs] if result.error_msg is None and result.run_secs else None
+        out[i] = secs if is_measured(secs) else None
+    return out
+
+
+@derived_object
+class ProgressCallback(ms.measure_callback.PyMeasureCallback):
+    """Reports how many candidates each measured batch held."""
+
+    def __init__(self, report):
+        self.report = report
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
+        self.report(len(measure_candidates))
