@@ -166,13 +166,28 @@ def selective_scan_numba(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tens
     return torch.from_numpy(y)
 
 
+_FUSED: dict = {}  # the import is tried once; its outcome is said once
+
+
 def _mamba_ssm_scan():
-    """mamba-ssm's fused CUDA kernel, if installed (it cannot be built without CUDA); None otherwise."""
-    try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except Exception:  # noqa: BLE001 - any import failure means: not available here
-        return None
-    return selective_scan_fn
+    """mamba-ssm's fused CUDA kernel, if installed (it cannot be built without CUDA); None otherwise. Not installed
+    is the usual case and says nothing; installed but failing to import (a build for another CUDA or torch) is
+    said once, with the reason, since the run then uses the slower chunked scan."""
+    if "fn" not in _FUSED:
+        import importlib.util
+
+        _FUSED["fn"] = None
+        if importlib.util.find_spec("mamba_ssm") is not None:
+            try:
+                from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+
+                _FUSED["fn"] = selective_scan_fn
+            except Exception as e:  # noqa: BLE001 - whatever broke, the fallback works; the user is told why
+                import warnings
+
+                warnings.warn(f"mamba-ssm is installed but does not import ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}); using the chunked torch scan instead.")
+    return _FUSED["fn"]
 
 
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor) -> Tensor:

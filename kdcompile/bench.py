@@ -70,6 +70,8 @@ def bench(run_dir, cfg: BenchConfig = BenchConfig()) -> dict:
         "dataset": distilled["dataset"],
         "teacher": {k: distilled["teacher"][k] for k in ("accuracy", "flops", "parameters")},
         "student": {k: distilled["student"][k] for k in ("accuracy", "flops", "parameters", "agreement")},
+        "kept": distilled.get("kept"),  # what the student kept of the teacher (None: distilled by an older kdcompile)
+        "augmentation": distilled.get("augmentation"),
         "parity": {"onnx_max_abs": exported["student"]["onnx_max_abs"],
                    "tvm_max_abs": tuned.get("student", {}).get("tvm_max_abs"),
                    "per_model": {m: {"onnx_max_abs": exported[m]["onnx_max_abs"],

@@ -152,6 +152,37 @@ def image_folder(path: Path) -> DistillData:
     return ds
 
 
+def data_source(name_or_path: str) -> dict:
+    """Where a dataset comes from, as run.json keeps it so that every later stage reloads the same data:
+    {"source": a built-in name or the file's absolute path, "sha256": its content hash (None for a built-in)}.
+    A folder's hash covers every file's name and contents."""
+    from kdcompile.files import file_sha256
+
+    if name_or_path in BUILTIN:
+        return {"source": name_or_path, "sha256": None}
+    path = Path(name_or_path).resolve()
+    if path.is_dir():
+        import hashlib
+
+        h = hashlib.sha256()
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(f"{f.relative_to(path)}\0{file_sha256(f)}\n".encode())
+        return {"source": str(path), "sha256": h.hexdigest()}
+    return {"source": str(path), "sha256": file_sha256(path)}
+
+
+def load_source(source: dict) -> DistillData:
+    """The dataset run.json names, after checking it is the data the student was distilled on."""
+    now = data_source(source["source"]) if source["source"] in BUILTIN or Path(source["source"]).exists() else None
+    if now is None:
+        raise KdError(f"The data the student was distilled on, {source['source']}, is gone: put it back, or distil "
+                      "again with --data.")
+    if now["sha256"] != source["sha256"]:
+        raise KdError(f"{source['source']} has changed since the student was distilled on it (its content hash "
+                      "differs): distil again (kdcompile distill ... --force) or restore the file.")
+    return load_dataset(source["source"])
+
+
 def load_dataset(name_or_path: str) -> DistillData:
     """A built-in dataset by name ("mnist5k", "digits"), a .npy/.pt tensor of inputs, a .csv file, or a folder of
     images."""

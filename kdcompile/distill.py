@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kdcompile.data import DistillData, load_dataset
+from kdcompile.data import DistillData, data_source, load_dataset
 from kdcompile.errors import KdError
 from kdcompile.files import atomic_path, file_sha256
 from kdcompile.load import LoadedModel, check_input_shape, import_factory, load_model
@@ -53,6 +53,44 @@ class DistillConfig:
     lr: float = 3e-3
     seed: int = 0
     threads: int = 2
+    augment_pixels: float | None = None  # random shifts of image inputs, up to this many pixels; None: 2 on the
+    #                                      built-in mnist5k (28x28), off for any other data
+    min_kept: float = 0.95  # the student must keep this share of the teacher's accuracy (or agreement without
+    #                         labels), else the stage fails after saving it; 0 accepts any student
+
+
+# How far augmentation may lower the teacher's own held-out accuracy before it is refused: its soft targets on
+# shifted inputs would teach the student wrong answers (digits 8x8 shifted 2 px: 0.99 -> 0.68, issue #20).
+MAX_AUGMENT_DROP = 0.02
+AUTO_AUGMENT = {"mnist5k": 2.0}  # built-in data with a known-good shift; everything else is off unless asked
+
+
+def identity_of(spec: TeacherSpec, cfg: DistillConfig) -> dict:
+    """What makes two distillations the same: the teacher file and how it is loaded, the config, and the
+    contents of every file the config names (data, a student model file). A changed one distils again."""
+    config = {k: v for k, v in asdict(cfg).items() if k != "min_kept"}  # the verdict, not the student
+    own_student = cfg.student if cfg.student and Path(cfg.student).is_file() else None
+    return {"config": config, "teacher_sha256": file_sha256(spec.path),
+            "teacher_load": {"arch": spec.arch, "input_shape": list(spec.input_shape) if spec.input_shape else None},
+            "data": data_source(cfg.data) if cfg.data else None,
+            "student_sha256": file_sha256(own_student) if own_student else None}
+
+
+def kept_share(result: dict) -> dict:
+    """What the student kept of the teacher: its accuracy over the teacher's when there are labels, else its
+    agreement with the teacher."""
+    s, t = result["student"], result["teacher"]
+    if s.get("accuracy") is not None and t.get("accuracy"):
+        return {"metric": "accuracy", "share": s["accuracy"] / t["accuracy"]}
+    return {"metric": "agreement", "share": s["agreement"]}
+
+
+def check_kept(result: dict, min_kept: float, run_dir: Path) -> None:
+    kept = kept_share(result)
+    if kept["share"] < min_kept:
+        raise KdError(f"The student kept only {kept['share']:.0%} of the teacher's {kept['metric']} (threshold "
+                      f"{min_kept:.0%}); it is saved in {run_dir} but not worth shipping: train longer (--epochs), "
+                      "choose a larger student, or pass --min-kept 0 to go on with it.")
 
 
 def resolve_input_shape(teacher: LoadedModel, spec: TeacherSpec, ds: DistillData | None) -> tuple[int, ...]:
@@ -103,17 +141,29 @@ def distill(spec: TeacherSpec, run_dir: Path, cfg: DistillConfig = DistillConfig
     epoch; an interrupted run with the same teacher and config resumes from it (same result as uninterrupted).
     """
     run = RunDir(run_dir)
-    identity = {"config": asdict(cfg), "teacher_sha256": file_sha256(spec.path)}
+    identity = identity_of(spec, cfg)
     if not force and run.student.exists() and (run.root / "distill.json").exists():
         done = run.read_json("distill.json")
-        if {k: done.get(k) for k in identity} == identity:
-            console.print(f"reusing the student in {run.root} (same teacher and config; --force to redo)")
+        if done.get("identity") == identity:
+            console.print(f"reusing the student in {run.root} (same teacher, data and config; --force to redo)")
+            if done["kept"]["threshold"] != cfg.min_kept:  # the verdict is this run's, the report says which
+                done["kept"]["threshold"] = cfg.min_kept
+                run.write_json("distill.json", done)
+            check_kept(done, cfg.min_kept, run.root)
             return done
+        if "identity" not in done:
+            console.print(f"{run.root} holds a student distilled by an older kdcompile: distilling again")
     state = run.root / "distill_state.pt"  # holds `identity`: only the same teacher and config resume from it
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     teacher = spec.load()
-    ds = load_dataset(cfg.data or teacher.meta.get("dataset") or "mnist5k")
+    if teacher.kind == "exported_program":
+        teacher = batched(teacher)
+    data_name = cfg.data or teacher.meta.get("dataset")
+    if data_name is None:
+        raise KdError(f"{spec.path} names no dataset to distil on: pass --data (mnist5k, digits, a .npy/.pt tensor "
+                      "of inputs, a .csv file or a folder of images).")
+    ds = load_dataset(data_name)
     shape = resolve_input_shape(teacher, spec, ds)
     if tuple(shape[1:]) != ds.sample_shape:
         raise KdError(f"The dataset '{ds.name}' has inputs of shape {list(ds.sample_shape)}, "
@@ -134,16 +184,18 @@ def distill(spec: TeacherSpec, run_dir: Path, cfg: DistillConfig = DistillConfig
         acc = f"acc {accuracy(s_test, ds.y_test):.4f} " if has_labels else ""
         return f"{acc}agree {agreement(s_test, t_test):.4f}"
 
+    augment = augmentation(teacher.module, ds, data_name, cfg.augment_pixels, t_test)
     try:
         fit(student, ds.x_train, ds.y_train, objective.loss_fn, epochs=cfg.epochs, batch_size=cfg.batch_size,
             lr=cfg.lr, seed=cfg.seed, description=f"distill ({cfg.loss})",
-            augment_pixels=2.0 if len(shape) == 4 else 0.0, on_epoch=status, checkpoint=state,
+            augment_pixels=augment["pixels"], on_epoch=status, checkpoint=state,
             resume=False if force else None, identity=identity, extra=objective.extra)
     finally:
         objective.close()
 
     s_test = predict(student, ds.x_test)
-    t_flops, t_params = flops_and_params(teacher.module, example) if teacher.is_eager else (None, None)
+    t_flops, t_params = flops_and_params(teacher.module, example) if teacher.is_eager else \
+        compiled_flops_and_params(teacher.module, example)
     s_flops, s_params = flops_and_params(student, example)
     result = {
         "dataset": ds.name,
@@ -154,10 +206,13 @@ def distill(spec: TeacherSpec, run_dir: Path, cfg: DistillConfig = DistillConfig
                     "built_by": cfg.student or f"width pruning to <= {cfg.flops_ratio} of the teacher's FLOPs"},
         "config": asdict(cfg),
         "teacher_sha256": identity["teacher_sha256"],
+        "identity": identity,
+        "augmentation": augment,
     }
+    result["kept"] = kept_share(result) | {"threshold": cfg.min_kept}
     run.root.mkdir(parents=True, exist_ok=True)
     teacher_spec = asdict(spec) | {"path": str(Path(spec.path).resolve()), "input_shape": list(shape)}
-    run.write_json("run.json", {"teacher": teacher_spec, "dataset": ds.name})
+    run.write_json("run.json", {"teacher": teacher_spec, "dataset": ds.name, "data": data_source(data_name)})
     save_student(student, example, run.student)
     run.write_json("distill.json", result)
     s, t = result["student"], result["teacher"]
@@ -165,7 +220,75 @@ def distill(spec: TeacherSpec, run_dir: Path, cfg: DistillConfig = DistillConfig
                   + (f" ({t_flops / s_flops:.1f}x fewer)" if t_flops else "")
                   + (f", held-out accuracy {s['accuracy']:.4f} (teacher {t['accuracy']:.4f})" if has_labels else "")
                   + f", agreement {s['agreement']:.4f}")
+    check_kept(result, cfg.min_kept, run.root)
     return result
+
+
+def augmentation(teacher: nn.Module, ds: DistillData, data_name: str, pixels: float | None,
+                 t_test: torch.Tensor) -> dict:
+    """The random shift distillation applies to image inputs, and what it does to the teacher: {"pixels",
+    "teacher_accuracy", "teacher_accuracy_shifted"} (agreement with its unshifted predictions, without labels).
+    Off unless asked, but for built-in data with a known-good shift; refused when it costs the teacher more than
+    MAX_AUGMENT_DROP of its own accuracy, since the student would learn the teacher's mistakes on shifted inputs."""
+    from kdcompile.train import random_shift
+
+    pixels = AUTO_AUGMENT.get(data_name, 0.0) if pixels is None else float(pixels)
+    if pixels <= 0 or ds.x_test.ndim != 4:
+        return {"pixels": 0.0}
+    shifted = predict(teacher, random_shift(ds.x_test, pixels, torch.Generator().manual_seed(0)))
+    if ds.y_test is not None:
+        before, after = accuracy(t_test, ds.y_test), accuracy(shifted, ds.y_test)
+    else:
+        before, after = 1.0, agreement(shifted, t_test)
+    if before - after > MAX_AUGMENT_DROP:
+        side = min(ds.x_test.shape[-2:])
+        raise KdError(f"Shifting the {side}-pixel inputs by up to {pixels:g} pixels lowers the teacher's own "
+                      f"held-out {'accuracy' if ds.y_test is not None else 'agreement'} from {before:.2f} to "
+                      f"{after:.2f}: pass a smaller --augment-pixels, or 0 for none.")
+    return {"pixels": pixels, "teacher_accuracy": before, "teacher_accuracy_shifted": after}
+
+
+class _OneAtATime(nn.Module):
+    """A graph exported for batch 1 only, run on a batch one input at a time."""
+
+    def __init__(self, graph: nn.Module):
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.graph(x[i:i + 1]) for i in range(len(x))])
+
+    def train(self, mode: bool = True) -> "_OneAtATime":
+        return self  # an exported graph's mode was fixed when it was exported
+
+
+def batched(teacher: LoadedModel) -> LoadedModel:
+    """An ExportedProgram teacher that runs on batches: as it is when it was exported with a dynamic batch, else
+    one input at a time (slower, and said)."""
+    shape = teacher.input_shape or (1,)
+    try:
+        with torch.inference_mode():
+            teacher.module(torch.zeros(2, *shape[1:]))
+        return teacher
+    except Exception:  # noqa: BLE001 - torch.export's shape guard: the batch is fixed at 1
+        console.print("[yellow]The exported teacher takes batch 1 only (export it with a dynamic batch, "
+                      "torch.export.Dim, to distil faster): running it one input at a time.[/]")
+        return LoadedModel(_OneAtATime(teacher.module), teacher.kind, teacher.input_shape, teacher.meta)
+
+
+def compiled_flops_and_params(module: nn.Module, example: torch.Tensor) -> tuple[int | None, int]:
+    """FLOPs and parameters of a compiled graph (TorchScript, torch.export), which the pruning library cannot
+    trace: parameters counted directly, FLOPs by PyTorch's FLOP counter over one forward pass (matmuls and
+    convolutions, 2 per multiply-add, as for eager models)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    params = sum(p.numel() for p in module.parameters())
+    try:
+        with FlopCounterMode(display=False) as counter, torch.inference_mode():
+            module(example)
+        return int(counter.get_total_flops()) or None, int(params)
+    except Exception:  # noqa: BLE001 - a graph the counter cannot follow: say nothing rather than guess
+        return None, int(params)
 
 
 def save_student(student: nn.Module, example: torch.Tensor, path: Path) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdcompile.data import load_dataset
+from kdcompile.data import load_dataset, load_source
 from kdcompile.errors import KdError
 from kdcompile.load import LoadedModel
 from kdcompile.progress import console
@@ -78,9 +78,11 @@ def check_onnx(module: nn.Module, path: Path, inputs: torch.Tensor, threads: int
 
 
 def parity_inputs(run: RunDir, n: int) -> torch.Tensor:
-    """Real held-out inputs when the dataset is known, so parity is checked where the model is used."""
+    """Held-out inputs of the data the student was distilled on, so parity is checked where the model is used.
+    A run folder from before run.json kept the data's source names a built-in dataset."""
     info = run.read_json("run.json", needed_by="distill")
-    return load_dataset(info["dataset"]).x_test[:n]
+    data = load_source(info["data"]) if "data" in info else load_dataset(info["dataset"])
+    return data.x_test[:n]
 
 
 def load_run_models(run: RunDir) -> dict[str, LoadedModel]:

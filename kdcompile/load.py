@@ -8,8 +8,9 @@ Accepted, detected from the file's contents rather than its name:
 - a fully pickled `nn.Module`, only with `trust_pickle=True`: unpickling runs whatever code the file names.
 
 Everything but the last is read with `torch.load(weights_only=True)` or the TorchScript/export readers, which run
-no code from the file. A checkpoint may name its own architecture only inside `kdcompile.`; any other
-factory must be named by the user (`arch=`), so a file can never choose which code gets imported.
+no code from the file. A checkpoint may name its own architecture only from the registry ARCHITECTURES, with
+plain-valued arguments that factory takes; any other factory must be named by the user (`arch=`), so a file can
+never choose which code gets imported or what it is called with.
 """
 
 from __future__ import annotations
@@ -46,15 +47,47 @@ class LoadedModel:
         return self.kind in ("checkpoint", "state_dict", "pickle")
 
 
+# The architectures a checkpoint may name by itself, and the keyword arguments each accepts from the file. Any
+# other factory runs only when the user names it (--arch, --student), since a file could otherwise choose which
+# code runs and with which arguments (a trainer that writes where the file says, say).
+ARCHITECTURES: dict[str, tuple[str, ...]] = {
+    "kdcompile.models:mnist_cnn": ("width", "in_channels", "num_classes"),
+    "kdcompile.lm:char_lm": ("vocab", "d", "heads", "layers", "context"),
+}
+
+
 def import_factory(spec: str):
-    """`package.module:factory` to the callable it names."""
+    """`package.module:factory` to the callable it names. Modules are looked up in the current folder too, as
+    uvicorn, gunicorn and pytest do."""
+    import sys
+
     if ":" not in spec:
         raise KdError(f"--arch must look like package.module:factory, got '{spec}'.")
     module_name, attr = spec.split(":", 1)
+    cwd = str(Path.cwd())
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
     try:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
-        raise KdError(f"Cannot import the architecture '{spec}': {e}.") from None
+        raise KdError(f"Cannot import the architecture '{spec}': {e} (looked in the current folder {cwd} and on "
+                      "Python's path).") from e
+    finally:
+        if added:
+            sys.path.remove(cwd)
+
+
+def _checked_architecture(arch: str, kwargs: dict, path: Path) -> None:
+    """A checkpoint's own architecture must be in ARCHITECTURES, with plain-valued arguments it accepts."""
+    if arch not in ARCHITECTURES:
+        raise KdError(f"{path} names the architecture '{arch}', which kdcompile does not build on a file's word; "
+                      f"pass --arch {arch} if you trust it.")
+    unknown = set(kwargs) - set(ARCHITECTURES[arch])
+    plain = all(isinstance(v, (bool, int, float, str)) for v in kwargs.values())
+    if unknown or not plain:
+        raise KdError(f"{path} gives '{arch}' arguments it does not take or that are not plain values "
+                      f"({sorted(unknown) or sorted(kwargs)}); pass --arch {arch} if you trust the file.")
 
 
 def _archive_kind(path: Path) -> Literal["torchscript", "exported_program", "torch_save"] | None:
@@ -124,8 +157,8 @@ def load_model(path: str | Path, arch: str | None = None, trust_pickle: bool = F
 def _from_object(obj, path: Path, arch: str | None) -> LoadedModel:
     if isinstance(obj, dict) and obj.get(CHECKPOINT_KEY):
         ckpt_arch = obj["arch"]
-        if arch is None and not ckpt_arch.startswith("kdcompile."):
-            raise KdError(f"{path} names the architecture '{ckpt_arch}'; pass --arch {ckpt_arch} to allow importing it.")
+        if arch is None:
+            _checked_architecture(ckpt_arch, obj.get("arch_kwargs") or {}, path)
         module = _from_state_dict(obj["state_dict"], arch or ckpt_arch, obj.get("arch_kwargs") or {}, path)
         shape = tuple(obj["input_shape"]) if obj.get("input_shape") else None
         return LoadedModel(module.eval(), "checkpoint", shape, dict(obj.get("meta") or {}, arch=arch or ckpt_arch,

@@ -11,11 +11,26 @@ def _fmt(v, spec: str) -> str:
     return "n/a" if v is None else format(v, spec)
 
 
+def _kept_lines(r: dict) -> list[str]:
+    """The report's first words: what the student kept of the teacher, and how it was trained on the data."""
+    kept = r.get("kept")
+    if not kept:
+        return []
+    s, t = r["student"], r["teacher"]
+    what = (f"{s['accuracy']:.4f} against the teacher's {t['accuracy']:.4f}" if kept["metric"] == "accuracy"
+            else f"it predicts the teacher's class on {s['agreement']:.1%} of held-out inputs")
+    verdict = "" if kept["share"] >= kept["threshold"] else \
+        f" **Below the {kept['threshold']:.0%} threshold: accepted with --min-kept.**"
+    shift = (r.get("augmentation") or {}).get("pixels") or 0
+    return [f"**The student keeps {kept['share']:.1%} of the teacher's {kept['metric']}** ({what}; agreement "
+            f"{s['agreement']:.4f}).{verdict} Augmentation: "
+            + (f"random shifts of up to {shift:g} pixels." if shift else "none."), ""]
+
+
 def render_markdown(r: dict) -> str:
     t, s = r["teacher"], r["student"]
     flops_x = t["flops"] / s["flops"] if t["flops"] and s["flops"] else None
-    lines = [
-        "# kdcompile report", "",
+    lines = ["# kdcompile report", "", *_kept_lines(r)] + [
         f"Machine: {r['machine']['cpu']}, {r['machine']['threads']} threads "
         f"(1-min load average {r['machine']['load_avg_1min_before']:.2f} before timing). Dataset: {r['dataset']}.", "",
         "| model | accuracy | agreement with teacher | parameters | FLOPs |", "|---|---|---|---|---|",

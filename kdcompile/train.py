@@ -82,10 +82,19 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, loss_fn: Loss
     return epochs - start
 
 
+def eval_mode(model: nn.Module) -> nn.Module:
+    """`model.eval()`, except for a torch.export graph (`ep.module()`): its mode was fixed when it was exported,
+    and it refuses to switch ("Calling eval() is not supported yet")."""
+    try:
+        return model.eval()
+    except NotImplementedError:
+        return model
+
+
 @torch.inference_mode()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """Logits (n, c) for inputs (n, ...), in eval mode, in batches."""
-    model.eval()
+    eval_mode(model)
     return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
 

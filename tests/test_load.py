@@ -129,3 +129,38 @@ def test_cli_help_teaches():
     assert r.returncode == 0
     for option in ("--trust-pickle", "--arch", "--input-shape", "--trials", "--cost-model"):
         assert option in r.stdout
+
+
+def test_a_checkpoint_cannot_choose_code_or_arguments(tmp_path):
+    """Hostile weights-only checkpoints: each names something a file must not choose."""
+    from kdcompile.load import CHECKPOINT_KEY
+
+    from kdcompile.models import mnist_cnn
+
+    state = mnist_cnn(width=2).state_dict()
+    hostile = {
+        "a trainer that writes where the file says": ("kdcompile.train:fit", {"checkpoint": str(tmp_path / "x")}),
+        "code outside kdcompile": ("os:system", {}),
+        "a registered factory with an argument it does not take": ("kdcompile.models:mnist_cnn",
+                                                                    {"width": 2, "out": str(tmp_path / "x")}),
+        "a registered factory with a non-plain argument": ("kdcompile.models:mnist_cnn", {"width": [2]}),
+    }
+    for what, (arch, kwargs) in hostile.items():
+        path = tmp_path / "hostile.pt"
+        torch.save({CHECKPOINT_KEY: 1, "arch": arch, "arch_kwargs": kwargs, "state_dict": state}, path)
+        with pytest.raises(KdError, match="--arch"):
+            load_model(path)
+        assert not (tmp_path / "x").exists(), what
+    torch.save({CHECKPOINT_KEY: 1, "arch": "kdcompile.models:mnist_cnn", "arch_kwargs": {"width": 2},
+                "state_dict": state}, tmp_path / "ok.pt")
+    assert load_model(tmp_path / "ok.pt").kind == "checkpoint"
+
+
+def test_a_factory_in_the_current_folder_is_found(tmp_path, monkeypatch):
+    from kdcompile.load import import_factory
+
+    (tmp_path / "my_arch.py").write_text("import torch\n\ndef build():\n    return torch.nn.Linear(4, 2)\n")
+    monkeypatch.chdir(tmp_path)
+    assert isinstance(import_factory("my_arch:build")(), torch.nn.Linear)  # "No module named my_arch" before
+    with pytest.raises(KdError, match="current folder"):
+        import_factory("not_here:build")

@@ -35,6 +35,12 @@ def test_hinton_t_squared_scaling():
 
 
 def test_jsd_beta_limits_and_symmetry():
+    # the general formula, not the special-cased ends: JSD_beta / beta -> KL(teacher || student) as beta -> 0,
+    # and JSD_beta / (1 - beta) -> KL(student || teacher) as beta -> 1
+    for b in (1e-3, 1e-4):
+        assert torch.allclose(generalized_jsd(Z_S, Z_T, beta=b) / b, forward_kl(Z_S, Z_T), rtol=20 * b)
+        assert torch.allclose(generalized_jsd(Z_S, Z_T, beta=1 - b) / b, reverse_kl(Z_S, Z_T), rtol=20 * b)
+    # at the ends themselves TRL's convention: forward and reverse KL (the JSD itself vanishes there)
     assert torch.equal(generalized_jsd(Z_S, Z_T, beta=0.0), forward_kl(Z_S, Z_T))
     assert torch.equal(generalized_jsd(Z_S, Z_T, beta=1.0), reverse_kl(Z_S, Z_T))
     # Near the ends JSD(beta) / beta -> ... vanishes, and at 0.5 it is symmetric in p and q and at most ln 2.

@@ -27,7 +27,7 @@ def test_distill_and_tune_end_to_end_then_resume(tmp_path, teacher_file):
 
     run = tmp_path / "run"
     fast_bench = BenchConfig(timing=TimingConfig(warmup_s=0.05, min_calls=20, min_time_s=0.05))
-    report = distill_and_tune(TeacherSpec(str(teacher_file)), run, DistillConfig(epochs=1),
+    report = distill_and_tune(TeacherSpec(str(teacher_file)), run, DistillConfig(epochs=1, min_kept=0),
                               tune_cfg=TuneConfig(trials=6, models=("student",), defaults="random"),
                               bench_cfg=fast_bench)
     on_disk = json.loads((run / "report.json").read_text())
@@ -53,7 +53,8 @@ def test_distill_and_tune_end_to_end_then_resume(tmp_path, teacher_file):
     # 6 trials cannot reach every task; those that got none run a default schedule, not naive loops
     assert 0 < again["student"]["default_schedules"] < again["student"]["tasks"]
     zero = tune(run, TuneConfig(trials=0, models=("student",), defaults="random"))
-    assert zero["student"]["default_schedules"] == zero["student"]["tasks"]
+    assert zero["student"]["trials"] == again["student"]["trials"]  # --trials 0 used to throw the tuning away
+    assert zero["student"]["default_schedules"] == again["student"]["default_schedules"]
     assert zero["student"]["tvm_max_abs"] <= 1e-4
     assert zero["student"]["layout"] == layout  # a resumed run keeps the layout its records were tuned in
     other = "nhwc" if layout == "nchw" else "nchw"
@@ -83,7 +84,7 @@ def test_distill_and_tune_end_to_end_then_resume(tmp_path, teacher_file):
     before = (run / "student.pt2").stat().st_mtime_ns
     real_fit, d.fit = d.fit, None  # calling it would fail
     try:
-        again = distill(TeacherSpec(str(teacher_file)), run, DistillConfig(epochs=1))
+        again = distill(TeacherSpec(str(teacher_file)), run, DistillConfig(epochs=1, min_kept=0))
     finally:
         d.fit = real_fit
     assert (run / "student.pt2").stat().st_mtime_ns == before
@@ -94,18 +95,18 @@ def test_compiled_graph_teacher_needs_a_student_architecture(tmp_path, tiny_cnn)
     path = tmp_path / "ts.pt"
     torch.jit.save(torch.jit.script(tiny_cnn), path)
     with pytest.raises(KdError, match="--student"):
-        distill(TeacherSpec(str(path)), tmp_path / "run", DistillConfig(epochs=1, data="digits"))
+        distill(TeacherSpec(str(path)), tmp_path / "run", DistillConfig(epochs=1, min_kept=0, data="digits"))
 
 
 def test_dataset_shape_mismatch_is_one_sentence(tmp_path, teacher_file):
     with pytest.raises(KdError, match="inputs of shape"):
-        distill(TeacherSpec(str(teacher_file)), tmp_path / "run", DistillConfig(epochs=1, data="mnist5k"))
+        distill(TeacherSpec(str(teacher_file)), tmp_path / "run", DistillConfig(epochs=1, min_kept=0, data="mnist5k"))
 
 
 def test_interrupted_distillation_resumes_to_the_same_student(tmp_path, teacher_file, monkeypatch):
     import kdcompile.distill as d
 
-    straight = distill(TeacherSpec(str(teacher_file)), tmp_path / "a", DistillConfig(epochs=2))
+    straight = distill(TeacherSpec(str(teacher_file)), tmp_path / "a", DistillConfig(epochs=2, min_kept=0))
     real_fit = d.fit
 
     def killed_after_first_epoch(*args, **kwargs):
@@ -119,7 +120,7 @@ def test_interrupted_distillation_resumes_to_the_same_student(tmp_path, teacher_
     with monkeypatch.context() as m:
         m.setattr(d, "fit", killed_after_first_epoch)
         with pytest.raises(KeyboardInterrupt):
-            distill(TeacherSpec(str(teacher_file)), tmp_path / "b", DistillConfig(epochs=2))
+            distill(TeacherSpec(str(teacher_file)), tmp_path / "b", DistillConfig(epochs=2, min_kept=0))
     assert (tmp_path / "b" / "distill_state.pt").exists() and not (tmp_path / "b" / "student.pt2").exists()
     ran = []
 
@@ -129,7 +130,7 @@ def test_interrupted_distillation_resumes_to_the_same_student(tmp_path, teacher_
 
     with monkeypatch.context() as m:
         m.setattr(d, "fit", counted)
-        resumed = distill(TeacherSpec(str(teacher_file)), tmp_path / "b", DistillConfig(epochs=2))
+        resumed = distill(TeacherSpec(str(teacher_file)), tmp_path / "b", DistillConfig(epochs=2, min_kept=0))
     assert ran == [1]  # the resume trained the second epoch only
     assert resumed["student"] == straight["student"]
 
@@ -139,12 +140,12 @@ def test_a_saved_student_model_is_used_as_given(tmp_path, teacher_file):
 
     own = tmp_path / "own.pt"
     save_checkpoint(mnist_cnn(width=2), own, "kdcompile.models:mnist_cnn", {"width": 2})
-    r = distill(TeacherSpec(str(teacher_file)), tmp_path / "run", DistillConfig(epochs=1, student=str(own)))
+    r = distill(TeacherSpec(str(teacher_file)), tmp_path / "run", DistillConfig(epochs=1, min_kept=0, student=str(own)))
     assert r["student"]["parameters"] == sum(p.numel() for p in mnist_cnn(width=2).parameters())
 
 
 def test_width_ratio_student(tmp_path, teacher_file):
-    r = distill(TeacherSpec(str(teacher_file)), tmp_path / "run", DistillConfig(epochs=1, student="width:0.5"))
+    r = distill(TeacherSpec(str(teacher_file)), tmp_path / "run", DistillConfig(epochs=1, min_kept=0, student="width:0.5"))
     assert r["student"]["parameters"] < r["teacher"]["parameters"]
     with pytest.raises(KdError, match="between 0 and 1"):
-        distill(TeacherSpec(str(teacher_file)), tmp_path / "run2", DistillConfig(epochs=1, student="width:2"))
+        distill(TeacherSpec(str(teacher_file)), tmp_path / "run2", DistillConfig(epochs=1, min_kept=0, student="width:2"))

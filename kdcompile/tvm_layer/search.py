@@ -26,7 +26,8 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trial
          cost_model: str | object = "xgb", seed: int = 0,
          on_batch: Callable[[int], None] | None = None, population: int | None = None,
          defaults_dir: Path | None = None, min_share: float = budget.MIN_SHARE,
-         min_seconds: float = budget.MIN_SECONDS, small_trials: int = budget.SMALL_TRIALS) -> int:
+         min_seconds: float = budget.MIN_SECONDS, small_trials: int = budget.SMALL_TRIALS,
+         dropped: list[int] | None = None) -> int:
     """Tune the tasks of the lowered `mod` with MetaSchedule; records go to `work_dir`'s tuning database.
 
     With `defaults_dir` (default schedules, `defaults.default_schedules`), each task's default program is
@@ -36,7 +37,9 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trial
     six: a reshape, the classifier, two poolings, a mean, the 1-channel convolution). The tasks searched are
     written to `work_dir`/searched.json.
     `population`: the evolutionary search's population per round (TVM's default, 2,048, when None); the search
-    costs about proportionally to it. Returns the number of trials run by this call.
+    costs about proportionally to it. `dropped`, when given, gets the count of measured candidates the database
+    could not keep (traces that do not replay, `records.AddReplayableToDatabase`) appended. Returns the number of
+    trials run by this call.
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     start = count_records(work_dir)
@@ -56,7 +59,8 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trial
                                          "min_seconds": min_seconds, "small_trials": small_trials,
                                          "seconds_before_search": seconds}, indent=None)
         _tune_small(small, target, work_dir, small_trials,
-                    budget.small_tasks_budget(num_trials - count_records(work_dir)), cost_model, seed, callbacks)
+                    budget.small_tasks_budget(num_trials - count_records(work_dir)), cost_model, seed, callbacks,
+                    dropped)
         tasks = big
     remaining = num_trials - count_records(work_dir)
     if remaining <= 0 or not tasks:
@@ -65,25 +69,27 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trial
     strategy = "evolutionary" if population is None else ms.search_strategy.EvolutionarySearch(
         population_size=population, init_min_unmeasured=min(50, population // 4))
     _search(tasks, target, work_dir, strategy, budget.search_limit(remaining, per_batch), per_batch, cost_model,
-            seed, callbacks)
+            seed, callbacks, dropped)
     return count_records(work_dir) - start
 
 
 def _search(tasks: list, target: tvm.target.Target, work_dir: Path, strategy, max_trials: int, per_batch: int,
-            cost_model, seed: int, callbacks: list) -> None:
+            cost_model, seed: int, callbacks: list, dropped: list[int] | None = None) -> None:
     """One MetaSchedule tuning run over `tasks` in our design space, builder, runner and database."""
     quiet_ms_logging()
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         tasks, str(work_dir), space=space_generator(target), strategy=strategy, seed=seed)
     quiet_ms_logging()
+    measure = measure_callbacks(callbacks)
     ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=max_trials,
                   num_trials_per_iter=per_batch, builder=builder(), runner=runner(),
-                  database=TuningRecordFiles(work_dir), cost_model=cost_model,
-                  measure_callbacks=measure_callbacks(callbacks))
+                  database=TuningRecordFiles(work_dir), cost_model=cost_model, measure_callbacks=measure)
+    if dropped is not None:
+        dropped.append(measure[0].skipped)  # measure_callbacks puts AddReplayableToDatabase first
 
 
 def _tune_small(tasks: list, target: tvm.target.Target, work_dir: Path, small_trials: int, limit: int,
-                cost_model, seed: int, callbacks: list) -> None:
+                cost_model, seed: int, callbacks: list, dropped: list[int] | None = None) -> None:
     """Bring each of `tasks` to `small_trials` records in `work_dir` (at most `limit` new trials in all): one
     batch each, the same size for all, so that MetaSchedule's warm-up round is all they get."""
     db = TuningRecordFiles(work_dir)
@@ -93,7 +99,7 @@ def _tune_small(tasks: list, target: tvm.target.Target, work_dir: Path, small_tr
     if not todo or per_task <= 0:
         return
     strategy = ms.search_strategy.EvolutionarySearch(population_size=64, init_min_unmeasured=16)  # small spaces
-    _search(todo, target, work_dir, strategy, per_task * len(todo), per_task, cost_model, seed, callbacks)
+    _search(todo, target, work_dir, strategy, per_task * len(todo), per_task, cost_model, seed, callbacks, dropped)
 
 
 def measure_defaults(mod: tvm.IRModule, target: tvm.target.Target, defaults_dir: Path, work_dir: Path,
