@@ -17,7 +17,7 @@ from pathlib import Path
 from costmodel import zoo
 from costmodel.dataset import ProgramDataset, TaskFile, task_hash, trace_key
 from kdcompile.errors import KdError
-from kdcompile.machine import fingerprint
+from kdcompile.machine import cores, fingerprint
 from kdcompile.progress import console, progress
 
 # Each source searches from its own seeds: with one seed for both, the evolutionary search's random first
@@ -37,7 +37,7 @@ class CollectConfig:
     per_iter: int = 32  # programs built (in parallel) then measured (one at a time) per batch
     repeats: int = 5  # timed repeats kept per program
     seed: int = 0
-    threads: int = 2
+    threads: int = 0  # cores to compile for and measure with; 0: the cores this process may use
     max_tasks: int | None = None  # stop after this many tasks (for tests and quick looks)
     target: str | None = None  # None: this CPU; else a TVM target, e.g. "cuda:sm_86" (tvm_layer.target.parse_target)
     rpc: str | None = None  # "tracker_host:port:key": measure on the device registered under that key
@@ -62,7 +62,7 @@ def plan(cfg: CollectConfig) -> list[str]:
     from kdcompile.tvm_layer.space import SPACE
     from kdcompile.tvm_layer.target import parse_target, target_dict
 
-    target = parse_target(cfg.target, cfg.threads)
+    target = parse_target(cfg.target, cfg.threads or None)
     ds = ProgramDataset(cfg.out)
     known = ds.networks()
     per_network: list[list[str]] = []
@@ -148,6 +148,7 @@ def collect(cfg: CollectConfig = CollectConfig()) -> dict:
     unknown = set(cfg.networks) - set(zoo.NETWORKS)
     if unknown:
         raise KdError(f"Unknown network(s) {sorted(unknown)}: the zoo has {', '.join(zoo.NETWORKS)}.")
+    cfg.threads = cfg.threads or cores()
     target = parse_target(cfg.target, cfg.threads)
     if cfg.out is None and (cfg.rpc or cfg.target):
         raise KdError("Name the dataset folder (--out) when measuring on another device or target.")

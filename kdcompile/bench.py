@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from kdcompile.backends import BACKENDS
-from kdcompile.report import render_markdown, print_table
+from kdcompile.report import print_table, render_markdown
+from kdcompile.report_plot import render_png
 from kdcompile.timing import TimingConfig, measure
 from kdcompile.errors import KdError
 from kdcompile.files import file_sha256, write_text
@@ -34,7 +35,8 @@ def vouched_build(run: RunDir, model: str, tuned: dict) -> bool:
         and record.get("onnx_sha256") == file_sha256(run.onnx(model))
     if not ok:
         console.print(f"[yellow]{lib} is not timed: tune.json does not vouch for it (it failed its parity check, was "
-                      f"built from another {model}.onnx, or by an older kdcompile); run `kdcompile tune {run.root}`.[/]")
+                      f"built from another {model}.onnx, or by an older kdcompile); run "
+                      f"`kdcompile tune {run.root}`.[/]")
     return ok
 
 
@@ -89,6 +91,8 @@ def bench(run_dir, cfg: BenchConfig = BenchConfig()) -> dict:
         best_other = min(others, key=others.get)
         report["tvm_vs_best_other"] = {"backend": best_other, "ratio_p50": student_tvm["p50"] / others[best_other]}
     run.write_json("report.json", report)
-    write_text(run.root / "report.md", render_markdown(report))
+    curves = {m: tuned[m]["curve_ms"] for m in MODELS if tuned.get(m, {}).get("curve_ms")}
+    render_png(report, curves, run.root / "report.png")
+    write_text(run.root / "report.md", render_markdown(report) + "\n![report](report.png)\n")
     print_table(report)
     return report

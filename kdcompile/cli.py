@@ -109,6 +109,8 @@ DefaultsOpt.callback = _one_of(lambda: plugins.names(plugins.PICKERS), "default-
 LayoutOpt.callback = _one_of(lambda: ("auto", "nchw", "nhwc"), "layout")
 ModelsOpt.callback = _one_of(lambda: ("student", "teacher"), "model")
 StudentOpt.callback = _student
+ThreadsOpt = typer.Option(0, "--threads", help="Cores to use: to train with, compile for and time with (0: the cores "
+                          "this process may use; the report and the tuning target name the count).")
 ForceOpt = typer.Option(False, "--force", help="Distil again even if the run folder has a student for this teacher.")
 
 
@@ -176,7 +178,8 @@ def distill(ctx: typer.Context, model: Path = typer.Argument(..., help="The teac
             input_shape: Optional[str] = ShapeOpt, data: Optional[str] = DataOpt, flops_ratio: float = FlopsOpt,
             student: Optional[str] = StudentOpt, epochs: int = EpochsOpt, temperature: float = TempOpt,
             alpha: float = AlphaOpt, loss: str = LossOpt, augment_pixels: Optional[float] = AugmentOpt,
-            min_kept: float = MinKeptOpt, force: bool = ForceOpt, config: Optional[Path] = ConfigOpt) -> None:
+            min_kept: float = MinKeptOpt, threads: int = ThreadsOpt, force: bool = ForceOpt,
+            config: Optional[Path] = ConfigOpt) -> None:
     """Stage 1: build a student (pruned teacher, fewer blocks, or your own) and distil it (--loss, default Hinton KD)."""
     from kdcompile.distill import distill as run
 
@@ -210,7 +213,7 @@ def export(run_dir: Path = typer.Argument(..., help="Run folder written by disti
 @app.command()
 def tune(ctx: typer.Context, run_dir: Path = typer.Argument(..., help="Run folder written by export."),
          trials: int = TrialsOpt, cost_model: str = CostOpt, defaults: str = DefaultsOpt, layout: str = LayoutOpt,
-         models: str = ModelsOpt, config: Optional[Path] = ConfigOpt) -> None:
+         models: str = ModelsOpt, threads: int = ThreadsOpt, config: Optional[Path] = ConfigOpt) -> None:
     """Stage 3: import into TVM Relax, tune with MetaSchedule for this CPU, compile, check against onnxruntime."""
     from kdcompile.tune import tune as run
 
@@ -218,11 +221,12 @@ def tune(ctx: typer.Context, run_dir: Path = typer.Argument(..., help="Run folde
 
 
 @app.command()
-def bench(run_dir: Path = typer.Argument(..., help="Run folder written by the earlier stages.")) -> None:
-    """Stage 4: latency of teacher and student per backend (p50/p90/p99, batch 1, 2 threads); writes report.*."""
-    from kdcompile.bench import bench as run
+def bench(run_dir: Path = typer.Argument(..., help="Run folder written by the earlier stages."),
+          threads: int = ThreadsOpt) -> None:
+    """Stage 4: latency of teacher and student per backend (p50/p90/p99, batch 1); writes report.*."""
+    from kdcompile.bench import BenchConfig, bench as run
 
-    run(run_dir)
+    run(run_dir, BenchConfig(threads=threads))
 
 
 @app.command("distill-and-tune")
@@ -233,14 +237,16 @@ def distill_and_tune(ctx: typer.Context, model: Path = typer.Argument(..., help=
                      temperature: float = TempOpt, alpha: float = AlphaOpt, loss: str = LossOpt,
                      augment_pixels: Optional[float] = AugmentOpt, min_kept: float = MinKeptOpt,
                      trials: int = TrialsOpt, cost_model: str = CostOpt, defaults: str = DefaultsOpt,
-                     layout: str = LayoutOpt, models: str = ModelsOpt, force: bool = ForceOpt,
-                     config: Optional[Path] = ConfigOpt) -> None:
+                     layout: str = LayoutOpt, models: str = ModelsOpt, threads: int = ThreadsOpt,
+                     force: bool = ForceOpt, config: Optional[Path] = ConfigOpt) -> None:
     """The main job: distill, export, tune and bench in one run folder. Rerunning resumes (student and tuning
     database are reused)."""
+    from kdcompile.bench import BenchConfig
+    from kdcompile.export import ExportConfig
     from kdcompile.pipeline import distill_and_tune as run
 
     run(_spec(model, arch, trust_pickle, input_shape), _run_dir(out, model), _distill_cfg(ctx, config),
-        tune_cfg=_tune_cfg(ctx, config), force=force)
+        ExportConfig(threads=threads), _tune_cfg(ctx, config), BenchConfig(threads=threads), force=force)
 
 
 for _name, _group in plugins.command_groups().items():  # `kdcompile costmodel ...`, from costmodel/cli.py
@@ -279,6 +285,8 @@ def main() -> None:
         print(f"internal error: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''} "
               "(rerun with --debug for the traceback)", file=sys.stderr)
         sys.exit(2)
+    if code == 130:  # typer turns Ctrl-C into exit code 130 (returned, when not standalone), silently
+        _interrupted()
     sys.exit(code if isinstance(code, int) else 0)
 
 

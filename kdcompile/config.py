@@ -26,9 +26,9 @@ def load_yaml(path: Path) -> dict[str, dict]:
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except FileNotFoundError:
-        raise KdError(f"No such config file: {path}.") from None
+        raise KdError(f"No such config file: {path}.")
     except yaml.YAMLError as e:
-        raise KdError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise KdError(f"{path} is not valid YAML: {str(e).splitlines()[0]}")
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise KdError(f"{path} must map sections ({', '.join(SECTIONS)}) to mappings of options.")
     unknown = set(data) - set(SECTIONS)

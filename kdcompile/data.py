@@ -108,7 +108,7 @@ def csv_file(path: Path) -> DistillData:
     try:
         table = np.array([[float(v) for v in r] for r in body], dtype=np.float32)
     except ValueError as e:
-        raise KdError(f"{path} must be numeric below its header: {e}.") from None
+        raise KdError(f"{path} must be numeric below its header: {e}.")
     if "label" in header:
         col = header.index("label")
         x, y = np.delete(table, col, axis=1), table[:, col].astype(np.int64)

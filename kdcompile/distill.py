@@ -14,6 +14,7 @@ from torch import nn
 from kdcompile.data import DistillData, data_source, load_dataset
 from kdcompile.errors import KdError
 from kdcompile.files import atomic_path, file_sha256
+from kdcompile.machine import cores
 from kdcompile.load import LoadedModel, check_input_shape, import_factory, load_model
 from kdcompile.objectives import make_objective
 from kdcompile.progress import console
@@ -52,7 +53,7 @@ class DistillConfig:
     batch_size: int = 64
     lr: float = 3e-3
     seed: int = 0
-    threads: int = 2
+    threads: int = 0  # 0: the cores this process may use
     augment_pixels: float | None = None  # random shifts of image inputs, up to this many pixels; None: 2 on the
     #                                      built-in mnist5k (28x28), off for any other data
     min_kept: float = 0.95  # the student must keep this share of the teacher's accuracy (or agreement without
@@ -128,7 +129,7 @@ def build_student(teacher: LoadedModel, example: torch.Tensor, cfg: DistillConfi
         try:
             num_blocks = int(cfg.student.split(":", 1)[1])
         except ValueError:
-            raise KdError(f"--student depth:K needs a whole number of blocks, got '{cfg.student}'.") from None
+            raise KdError(f"--student depth:K needs a whole number of blocks, got '{cfg.student}'.")
         return keep_blocks(teacher.module, example, num_blocks)
     return prune_width(teacher.module, example, cfg.flops_ratio)
 
@@ -155,7 +156,7 @@ def distill(spec: TeacherSpec, run_dir: Path, cfg: DistillConfig = DistillConfig
             console.print(f"{run.root} holds a student distilled by an older kdcompile: distilling again")
     state = run.root / "distill_state.pt"  # holds `identity`: only the same teacher and config resume from it
     torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(cfg.threads or cores())
     teacher = spec.load()
     if teacher.kind == "exported_program":
         teacher = batched(teacher)

@@ -14,6 +14,7 @@ from kdcompile.load import save_checkpoint
 from kdcompile.models import mnist_cnn
 from kdcompile.progress import console
 from kdcompile.train import accuracy, fit, predict
+from kdcompile.machine import cores
 
 
 @dataclass
@@ -25,13 +26,13 @@ class ExampleConfig:
     batch_size: int = 64
     lr: float = 3e-3
     seed: int = 0
-    threads: int = 2
+    threads: int = 0  # 0: the cores this process may use
 
 
 def mnist_cnn_teacher(out: Path, cfg: ExampleConfig = ExampleConfig()) -> dict:
     """Train the MNIST-5k teacher CNN and save it as a kdcompile checkpoint (loads without pickle or --arch)."""
     torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(cfg.threads or cores())
     ds = load_dataset("mnist5k")
     model = mnist_cnn(width=cfg.width)
     ce = lambda logits, x, y: F.cross_entropy(logits, y)  # noqa: E731

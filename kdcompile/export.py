@@ -20,6 +20,7 @@ from torch import nn
 
 from kdcompile.data import load_dataset, load_source
 from kdcompile.errors import KdError
+from kdcompile.machine import cores
 from kdcompile.load import LoadedModel
 from kdcompile.progress import console
 from kdcompile.rundir import MODELS, RunDir
@@ -32,7 +33,7 @@ class ExportConfig:
     opset: int = 18
     tolerance: float = 1e-4  # max abs error allowed between PyTorch and onnxruntime
     parity_samples: int = 32  # held-out inputs compared one at a time
-    threads: int = 2
+    threads: int = 0  # 0: the cores this process may use
 
 
 def to_onnx(module: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
@@ -49,11 +50,13 @@ def to_onnx(module: nn.Module, example: torch.Tensor, path: Path, opset: int) ->
             torch.onnx.export(module, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               opset_version=17 if scripted else opset, dynamo=not scripted, external_data=False)
     except Exception as e:  # noqa: BLE001 - exporter errors are long; the first line names the operator
-        raise KdError(f"ONNX export failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:300]}") from None
+        raise KdError(f"ONNX export failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:300]}")
 
 
-def ort_session(path: Path, threads: int = 2):
+def ort_session(path: Path, threads: int | None = None):
     import onnxruntime as ort
+
+    threads = threads or cores()
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -96,7 +99,8 @@ def load_run_models(run: RunDir) -> dict[str, LoadedModel]:
 
 def export(run_dir: Path, cfg: ExportConfig = ExportConfig()) -> dict:
     """Export teacher and student of a run folder to ONNX and check both. Returns export.json's content."""
-    torch.set_num_threads(cfg.threads)
+    threads = cfg.threads or cores()
+    torch.set_num_threads(threads)
     run = RunDir(run_dir)
     shape = tuple(run.read_json("run.json", needed_by="distill")["teacher"]["input_shape"])
     models = load_run_models(run)
@@ -105,7 +109,7 @@ def export(run_dir: Path, cfg: ExportConfig = ExportConfig()) -> dict:
     for name in MODELS:
         path = run.onnx(name)
         to_onnx(models[name].module, torch.zeros(shape), path, cfg.opset)
-        err = check_onnx(models[name].module, path, inputs, cfg.threads)
+        err = check_onnx(models[name].module, path, inputs, threads)
         result[name] = {"onnx": path.name, "onnx_max_abs": err}
         console.print(f"{name}: {path} (onnxruntime max abs error {err:.2e})")
         if not err <= cfg.tolerance:

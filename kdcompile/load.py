@@ -110,7 +110,7 @@ def _from_state_dict(state: dict, arch: str, kwargs: dict, path: Path) -> nn.Mod
         module.load_state_dict(state)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
-        raise KdError(f"The weights in {path} do not fit the architecture '{arch}': {first}") from None
+        raise KdError(f"The weights in {path} do not fit the architecture '{arch}': {first}")
     return module
 
 
@@ -140,17 +140,17 @@ def load_model(path: str | Path, arch: str | None = None, trust_pickle: bool = F
             return LoadedModel(ep.module(), "exported_program", shape)
     except Exception as e:  # noqa: BLE001 - any reader failure means a damaged file
         raise KdError(f"{path} looks like a {kind.replace('_', ' ')} file but cannot be read ({type(e).__name__}); "
-                      "it may be truncated or corrupted.") from None
+                      "it may be truncated or corrupted.")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "Weights only load failed" not in str(e):
-            raise KdError(f"{path} is not a PyTorch model file (or it is corrupted).") from None
+            raise KdError(f"{path} is not a PyTorch model file (or it is corrupted).")
         return _load_pickle(path, trust_pickle)
     except Exception:  # noqa: BLE001 - torch.load raises many types for foreign or damaged bytes
         # A zip header on an unreadable archive means a torch file that was cut short or damaged.
         damaged = path.read_bytes()[:2] == b"PK"
-        raise KdError(f"{path} {'is truncated or corrupted' if damaged else 'is not a PyTorch model file'}.") from None
+        raise KdError(f"{path} {'is truncated or corrupted' if damaged else 'is not a PyTorch model file'}.")
     return _from_object(obj, path, arch)
 
 
@@ -178,7 +178,7 @@ def _load_pickle(path: Path, trust_pickle: bool) -> LoadedModel:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001
-        raise KdError(f"{path} could not be unpickled: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        raise KdError(f"{path} could not be unpickled: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     if not isinstance(obj, nn.Module):
         raise KdError(f"{path} unpickles to a {type(obj).__name__}, not an nn.Module.")
     return LoadedModel(obj.eval(), "pickle")
@@ -191,7 +191,7 @@ def check_input_shape(model: LoadedModel, input_shape: tuple[int, ...]) -> torch
             out = model.module(torch.zeros(input_shape))
     except Exception as e:  # noqa: BLE001 - the model's own error says what it expected
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        raise KdError(f"The input shape {list(input_shape)} does not fit the model: {first}") from None
+        raise KdError(f"The input shape {list(input_shape)} does not fit the model: {first}")
     if not isinstance(out, torch.Tensor):
         raise KdError(f"The model returns a {type(out).__name__}; kdcompile needs a model that returns one tensor.")
     return out
@@ -202,7 +202,7 @@ def parse_shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
     except ValueError:
-        raise KdError(f"--input-shape must be integers like 1,1,28,28, got '{text}'.") from None
+        raise KdError(f"--input-shape must be integers like 1,1,28,28, got '{text}'.")
     if not shape or any(d <= 0 for d in shape):
         raise KdError(f"--input-shape must be positive integers like 1,1,28,28, got '{text}'.")
     return shape

@@ -52,7 +52,7 @@ def prune_width(model: nn.Module, example_input: torch.Tensor, flops_ratio: floa
         target = flops_ratio * flops_and_params(model, example_input)[0]
     except Exception as e:  # noqa: BLE001
         raise KdError(f"Cannot trace the teacher for pruning ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                      "pass --student package.module:factory instead.") from None
+                      "pass --student package.module:factory instead.")
     for rounding in ([round_to, None] if round_to else [None]):
         lo, hi, best = 0.0, 0.97, None
         for _ in range(12):

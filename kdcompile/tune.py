@@ -125,6 +125,7 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig()) -> dict:
         searched = work_dir / search.SEARCHED
         n_defaults = n_tasks - len(json.loads(searched.read_text())["searched"]) \
             if tuned_dir and searched.exists() else n_tasks  # tasks that run a default schedule
+        curve = records.tuning_curve(lowering.extract_tasks(mod, target), work_dir)  # for report.png
         lib = build.compile_tuned(mod, target, tuned_dir, run.tvm_lib(name), defaults_dir=defaults_dir)
         err = tvm_parity(build.CompiledModel(lib), ort_session(onnx_path, threads), inputs)
         result[name] = {"lib": lib.name, "tasks": n_tasks,
@@ -132,7 +133,8 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig()) -> dict:
                         "tuning_s": tuning_s, "dropped_this_run": sum(dropped), "tvm_max_abs": err,
                         "tolerance": cfg.tolerance,
                         "default_schedules": n_defaults, "layout": layout, "layout_ms": layout_ms,
-                        "onnx_sha256": file_sha256(onnx_path), "lib_sha256": file_sha256(lib)}
+                        "onnx_sha256": file_sha256(onnx_path), "lib_sha256": file_sha256(lib),
+                        "curve_ms": [None if v is None else v * 1e3 for v in curve]}
         console.print(f"{name}: {n_tasks} tasks, {layout}, {result[name]['trials']} trials "
                       f"({ran} now, {tuning_s:.0f} s) -> {lib} (max abs error vs onnxruntime {err:.2e})")
         if not err <= cfg.tolerance:

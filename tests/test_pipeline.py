@@ -40,6 +40,11 @@ def test_distill_and_tune_end_to_end_then_resume(tmp_path, teacher_file):
     assert 0 < report["tuning"]["student"]["trials"] <= 6  # the budget is a ceiling
     assert report["fastest_backend"]["student"] in report["latency_ms"]["student"]
     assert (run / "report.md").read_text().startswith("# kdcompile report")
+    assert "The student keeps" in (run / "report.md").read_text()  # the report leads with what it kept
+    assert "![report](report.png)" in (run / "report.md").read_text()
+    assert (run / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(json.loads((run / "tune.json").read_text())["student"]["curve_ms"]) == report["tuning"]["student"][
+        "trials"]  # one point per trial, for the plot
     # --layout auto (the default) timed a zero-trial build in each layout and tuned the faster
     tuned = json.loads((run / "tune.json").read_text())["student"]
     assert set(tuned["layout_ms"]) == {"nchw", "nhwc"} and all(v > 0 for v in tuned["layout_ms"].values())

@@ -351,3 +351,24 @@ def test_database_loads_records_that_change_their_workload_when_parsed():
         sch = tvm.s_tir.Schedule(workload)
         r.trace.apply_to_schedule(sch, remove_postproc=False)
         assert not tvm_ffi.structural_equal(sch.mod, r.workload.mod)  # the program is scheduled, not as given
+
+
+def test_pooling_is_scheduled_by_the_default_rules_without_a_warning(capfd):
+    """TOPI's pooling asks for a custom rule TVM ships for no CPU: kdcompile registers the step TVM takes then
+    (drop the mark, use the default rules), so the space is TVM's own and stderr stays clean."""
+    import tvm
+    from tvm import te, topi
+    from tvm.s_tir import meta_schedule as ms
+
+    from kdcompile.tvm_layer.plain import trace_json
+
+    x = te.placeholder((1, 8, 16, 16), name="x")
+    mod = tvm.IRModule({"main": te.create_prim_func([x, topi.nn.pool2d(x, (2, 2), (2, 2), (1, 1), (0, 0, 0, 0),
+                                                                          "max")])})
+    ctx = ms.TuneContext(mod=mod, target=host_target(2), space_generator=space_generator(host_target(2)),
+                         task_name="pool", rand_state=0)
+    traces = [trace_json(s.trace)[0] for s in ctx.generate_design_space()]  # each trace's instructions
+    assert "Unknown schedule rule" not in capfd.readouterr().err
+    # the mark dropped, as TVM does
+    assert all(any(inst[0] == "Unannotate" and inst[2] == ["schedule_rule"] for inst in t) for t in traces)
+    assert any(inst[0] == "Split" for t in traces for inst in t)  # and the default rules tiled the pooling

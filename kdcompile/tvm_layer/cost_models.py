@@ -40,8 +40,11 @@ def pretrained_xgb(groups: dict[str, tuple[list[np.ndarray], np.ndarray]]) -> ms
 
 
 def load_xgb(path: Path) -> ms.cost_model.XGBModel:
+    import xgboost as xgb
+
     model = untrained_xgb()
-    model.load(str(path))
+    with xgb.config_context(verbosity=0):  # TVM names the booster file *.bin: "Unknown file format: bin"
+        model.load(str(path))
     model.last_train_size = model.data_size
     if model.booster is not None:  # trained: predict from the first candidate. XGBModel returns random scores
         model.num_warmup_samples = 0  # until it holds 100 programs, and a shipped picker holds none

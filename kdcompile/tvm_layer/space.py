@@ -4,10 +4,28 @@ with parallelism as one more decision."""
 from __future__ import annotations
 
 import tvm
+import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 
 SPACE = "parallel+serial"  # recorded with dataset networks: the space changes the traces
 PVU_DEFAULTS = {"max_vectorize_extent": 64, "unroll_max_steps": [0, 16, 64, 512], "unroll_explicit": True}
+
+
+# TOPI marks pooling blocks for custom schedule rules that TVM 0.27 ships for no CPU. MetaSchedule then warns
+# (`Unknown schedule rule "meta_schedule.pool_max"`, once per task and design space: 24 times in `make demo`),
+# removes the mark and schedules the block with the default rules. Registering that same step as the rule keeps
+# the design space and its traces as they were and the console quiet.
+TOPI_POOL_RULES = ("meta_schedule.pool_max", "meta_schedule.pool_avg", "meta_schedule.adaptive_pool_max",
+                   "meta_schedule.adaptive_pool_avg")
+
+
+def _default_rules_instead(sch, block):
+    sch.unannotate(block, "schedule_rule")  # what ApplyCustomRule does for an unknown rule, without the warning
+    return [sch]
+
+
+for _rule in TOPI_POOL_RULES:
+    tvm_ffi.register_global_func(f"s_tir.meta_schedule.cpu.{_rule}", _default_rules_instead, override=True)
 
 
 def schedule_rules(target: tvm.target.Target, parallel: bool = True) -> list:
