@@ -1,8 +1,12 @@
 """`kdcompile costmodel ...`: the tensor-program dataset and the learned cost model. A table from verbs to the
-functions that do the work; hung under kdcompile's CLI through the entry-point group kdcompile.commands."""
+functions that do the work; hung under kdcompile's CLI through the entry-point group kdcompile.commands.
+
+Every verb names its dataset folder the same way (`--data`), prints its result as JSON on stdout (for scripts),
+and its progress on stderr."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -11,13 +15,19 @@ import typer
 from kdcompile.errors import KdError
 
 app = typer.Typer(no_args_is_help=True, help="The tensor-program dataset and the learned cost model: collect, "
-                  "import/export MetaSchedule logs, train, evaluate, inspect.")
+                  "import/export MetaSchedule logs, train, evaluate, inspect. Results print as JSON.")
 
+DataOpt = typer.Option(..., "--data", "-d", help="Dataset folder.")
+
+
+def _print(result) -> None:
+    print(json.dumps(result, indent=1, default=str))
 
 
 @app.command("collect")
 def costmodel_collect(
-        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Dataset folder (default: datasets/<cpu>-<cores>c)."),
+        data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset folder (default: "
+                                            "datasets/<cpu>-<cores>c, named after this machine)."),
         networks: Optional[str] = typer.Option(None, "--networks", help="Comma-separated zoo networks (default: all)."),
         random: int = typer.Option(64, "--random", help="Random design-space samples per task."),
         evolutionary: int = typer.Option(128, "--evolutionary", help="Evolutionary-search programs per task."),
@@ -26,63 +36,67 @@ def costmodel_collect(
                                              "(this machine's GPU, or with --rpc a remote one), a TVM tag such as "
                                              "nvidia/geforce-rtx-3090, or a JSON dict."),
         rpc: Optional[str] = typer.Option(None, "--rpc", help="tracker_host:port:key: measure on the device "
-                                                              "registered with a TVM RPC tracker under that key.")) -> None:
+                                                              "registered with a TVM RPC tracker under that key."),
+        threads: int = typer.Option(0, "--threads", help="Cores to compile for and measure with (0: all this "
+                                    "process may use).")) -> None:
     """Measure MetaSchedule programs of the zoo's tasks on this machine. Resumable: rerun to continue."""
     from costmodel import zoo
     from costmodel.collect import CollectConfig, collect
 
     names = tuple(n.strip() for n in networks.split(",")) if networks else tuple(zoo.NETWORKS)
-    print(collect(CollectConfig(out=out, networks=names, random_per_task=random, evolutionary_per_task=evolutionary,
-                                max_tasks=max_tasks, target=target, rpc=rpc)))
+    _print(collect(CollectConfig(out=data, networks=names, random_per_task=random, evolutionary_per_task=evolutionary,
+                                 max_tasks=max_tasks, target=target, rpc=rpc, threads=threads)))
 
 
 @app.command("import")
 def costmodel_import(work_dir: Path = typer.Argument(..., help="Folder with database_workload.json and "
                                                                "database_tuning_record.json."),
-                     dataset: Path = typer.Option(..., "--dataset", help="Dataset folder to add to."),
+                     data: Path = DataOpt,
                      network: str = typer.Option(..., "--network", help="Name to file the records under.")) -> None:
     """Add a MetaSchedule JSONDatabase's records to a dataset (duplicates skipped)."""
     from costmodel.dataset import ProgramDataset
     from costmodel.jsondb import import_json_database
 
-    if not (work_dir / "database_tuning_record.json").exists():
-        raise KdError(f"{work_dir} has no database_tuning_record.json.")
-    print(f"added {import_json_database(ProgramDataset(dataset), work_dir, network)} records")
+    for name in ("database_workload.json", "database_tuning_record.json"):
+        if not (work_dir / name).exists():
+            raise KdError(f"{work_dir} has no {name}: give the folder a MetaSchedule JSONDatabase wrote.")
+    _print({"added": import_json_database(ProgramDataset(data), work_dir, network)})
 
 
 @app.command("export")
-def costmodel_export(dataset: Path = typer.Argument(..., help="Dataset folder."),
+def costmodel_export(data: Path = DataOpt,
                      out: Path = typer.Option(..., "--out", "-o", help="Folder for the JSONDatabase files.")) -> None:
     """Write a dataset as a MetaSchedule JSONDatabase that any MetaSchedule user can load."""
     from costmodel.dataset import ProgramDataset
     from costmodel.jsondb import export_json_database
 
-    print(f"wrote {export_json_database(ProgramDataset(dataset), out)} records to {out}")
+    _print({"records": export_json_database(ProgramDataset(data), out), "out": str(out)})
 
 
 @app.command("remeasure")
-def costmodel_remeasure(dataset: Path = typer.Argument(..., help="Dataset folder."),
+def costmodel_remeasure(data: Path = DataOpt,
                         sample: int = typer.Option(500, "--sample", help="How many programs to time again.")) -> None:
     """Time a random sample of programs again to measure the data's noise (run it on an idle machine)."""
     from costmodel.remeasure import remeasure
 
-    print(remeasure(dataset, sample))
+    _print(remeasure(data, sample))
 
 
 @app.command("xgb-picker")
-def costmodel_xgb_picker(data: Path = typer.Option(None, "--data", help="Dataset folder (default: the shipped one)."),
-                         out: Path = typer.Option(None, "--out", "-o", help="Model file to write (default: "
-                                                  "costmodel/weights/xgb_cpu.tar, what `tune --defaults xgb` loads).")
-                         ) -> None:
+def costmodel_xgb_picker(data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset folder (default: "
+                                                             "the shipped one)."),
+                         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Model file to write "
+                                                            "(default: costmodel/weights/xgb_cpu.tar, what `tune "
+                                                            "--defaults xgb` loads).")) -> None:
     """Train the default-schedule picker, TVM's XGBoost, on the dataset's training networks and save it without
     its feature data. Featurises every program first (cached under <dataset>/features/): minutes."""
     from costmodel.xgb_pretrain import DEFAULT_DATA, ship_picker
 
-    print(f"wrote {ship_picker(data or DEFAULT_DATA, out)}")
+    _print({"wrote": str(ship_picker(data or DEFAULT_DATA, out))})
 
 
 @app.command("train")
-def costmodel_train(data: Path = typer.Option(..., "--data", help="Dataset folder."),
+def costmodel_train(data: Path = DataOpt,
                     out: Path = typer.Option(..., "--out", "-o", help="Weights file to write."),
                     steps: int = typer.Option(600, "--steps", help="Optimiser steps (8 tasks x 32 programs each)."),
                     d_model: int = typer.Option(64, "--d-model", help="Width of the Mamba blocks."),
@@ -92,7 +106,8 @@ def costmodel_train(data: Path = typer.Option(..., "--data", help="Dataset folde
                                                            "distil from (listwise KD within each task)."),
                     kd_weight: float = typer.Option(0.5, "--kd-weight", help="With --teacher: weight of the KD "
                                                     "term; 1 - it goes to LambdaRank on the measured times."),
-                    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint.")) -> None:
+                    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint (same "
+                                                "data and settings; anything else is refused).")) -> None:
     """Train the Mamba ranker (LambdaRank within tasks) on the dataset's training networks.
 
     Example, the shipped pair: `--out big.pt --steps 600`, then
@@ -102,29 +117,29 @@ def costmodel_train(data: Path = typer.Option(..., "--data", help="Dataset folde
 
     cfg = TrainConfig(model=MambaConfig(d_model=d_model, n_layers=layers, d_state=d_state), steps=steps,
                       kd_weight=kd_weight)
-    print(train(data, out, cfg, resume=resume, teacher=teacher))
+    _print(train(data, out, cfg, resume=resume, teacher=teacher))
 
 
 @app.command("eval")
-def costmodel_eval(data: Path = typer.Option(..., "--data", help="Dataset folder."),
+def costmodel_eval(data: Path = DataOpt,
                    weights: Optional[Path] = typer.Option(None, "--weights", help="Mamba weights to evaluate."),
                    baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Train and evaluate "
                                                   "TVM's XGBoost and MLP recipes on the same training split."),
-                   out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the results as JSON.")) -> None:
+                   out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the full results as JSON.")
+                   ) -> None:
     """Top-1/top-5 scores and pairwise accuracy on the held-out networks, against XGBoost, MLP and random."""
-    import json
-
     from costmodel.evaluate import compare
+    from kdcompile.files import write_json
 
     results = compare(data, weights, baselines)
     if out:
-        out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps({k: {m: v[m] for m in ("top1", "top5", "pairwise")} for k, v in results.items()}, indent=1))
+        write_json(out, results)
+    _print({k: {m: v[m] for m in ("top1", "top5", "pairwise")} for k, v in results.items()})
 
 
 @app.command("stats")
-def costmodel_stats(dataset: Path = typer.Argument(..., help="Dataset folder.")) -> None:
-    """Counts per network, failure rate and collection time; writes <dataset>/stats.json."""
+def costmodel_stats(data: Path = DataOpt) -> None:
+    """Counts per network, failure rate and collection time; writes <dataset>/stats.json and stats.md."""
     from costmodel.stats import stats
 
-    print(stats(dataset))
+    _print(stats(data))

@@ -17,7 +17,7 @@ from pathlib import Path
 from costmodel import zoo
 from costmodel.dataset import ProgramDataset, TaskFile, task_hash, trace_key
 from kdcompile.errors import KdError
-from kdcompile.machine import cores, fingerprint
+from kdcompile.machine import cores, fingerprint, parse_rpc
 from kdcompile.progress import console, progress
 
 # Each source searches from its own seeds: with one seed for both, the evolutionary search's random first
@@ -148,6 +148,8 @@ def collect(cfg: CollectConfig = CollectConfig()) -> dict:
     unknown = set(cfg.networks) - set(zoo.NETWORKS)
     if unknown:
         raise KdError(f"Unknown network(s) {sorted(unknown)}: the zoo has {', '.join(zoo.NETWORKS)}.")
+    if cfg.rpc:
+        parse_rpc(cfg.rpc)
     cfg.threads = cfg.threads or cores()
     target = parse_target(cfg.target, cfg.threads)
     if cfg.out is None and (cfg.rpc or cfg.target):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from costmodel.dataset import ProgramDataset, write_json_sorted
+from kdcompile.errors import KdError
 from kdcompile.files import write_text
 from kdcompile.measured import is_measured
 
@@ -18,6 +19,9 @@ def stats(root: str | Path, busy_load: float = 2.0) -> dict:
     it builds in two workers while it measures)."""
     ds = ProgramDataset(root)
     nets = ds.networks()
+    if not nets:
+        raise KdError(f"{root} is not a tensor-program dataset (no networks.json): give a folder that "
+                      "`kdcompile costmodel collect` or `import` wrote.")
     per_task: dict[str, int] = {}
     failed, loads, stamps, repeat_cv = 0, [], [], []
     for header, r in ds.records():

@@ -130,8 +130,8 @@ def _spec(model: Path, arch, trust_pickle, input_shape):
     return TeacherSpec(str(model), arch, trust_pickle, parse_shape(input_shape) if input_shape else None)
 
 
-ConfigOpt = typer.Option(None, "--config", help="YAML file with distill/tune/distill_lm sections of options; options "
-                                                "given on the command line win.")
+ConfigOpt = typer.Option(None, "--config", help="YAML file with distill/export/tune/distill_lm sections of options; "
+                                                "options given on the command line win.")
 
 
 def _explicit(ctx: typer.Context) -> set[str]:
@@ -202,12 +202,20 @@ def distill_lm(ctx: typer.Context, teacher: Path = typer.Argument(..., help="A c
     run(teacher, out, build(LMDistillConfig, _section(config, "distill_lm"), ctx.params, _explicit(ctx)))
 
 
+def _export_cfg(ctx: typer.Context, config: Optional[Path]):
+    from kdcompile.config import build
+    from kdcompile.export import ExportConfig
+
+    return build(ExportConfig, _section(config, "export"), ctx.params, _explicit(ctx))
+
+
 @app.command()
-def export(run_dir: Path = typer.Argument(..., help="Run folder written by distill.")) -> None:
+def export(ctx: typer.Context, run_dir: Path = typer.Argument(..., help="Run folder written by distill."),
+           threads: int = ThreadsOpt, config: Optional[Path] = ConfigOpt) -> None:
     """Stage 2: export teacher and student to ONNX and check them against PyTorch in onnxruntime."""
     from kdcompile.export import export as run
 
-    run(run_dir)
+    run(run_dir, _export_cfg(ctx, config))
 
 
 @app.command()
@@ -242,11 +250,10 @@ def distill_and_tune(ctx: typer.Context, model: Path = typer.Argument(..., help=
     """The main job: distill, export, tune and bench in one run folder. Rerunning resumes (student and tuning
     database are reused)."""
     from kdcompile.bench import BenchConfig
-    from kdcompile.export import ExportConfig
     from kdcompile.pipeline import distill_and_tune as run
 
     run(_spec(model, arch, trust_pickle, input_shape), _run_dir(out, model), _distill_cfg(ctx, config),
-        ExportConfig(threads=threads), _tune_cfg(ctx, config), BenchConfig(threads=threads), force=force)
+        _export_cfg(ctx, config), _tune_cfg(ctx, config), BenchConfig(threads=threads), force=force)
 
 
 for _name, _group in plugins.command_groups().items():  # `kdcompile costmodel ...`, from costmodel/cli.py

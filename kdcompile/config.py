@@ -1,7 +1,7 @@
 """Run configuration from YAML: one section per stage, each the fields of that stage's config dataclass.
 
     distill: {loss: dkd, epochs: 10, flops_ratio: 0.125}
-    export: {tolerance: 1.0e-4}
+    export: {tolerance: 1.0e-4, opset: 18}
     tune: {trials: 300, cost_model: xgb}
     distill_lm: {method: tip, steps: 1000, tip_ratio: 0.3}
 
@@ -11,6 +11,8 @@ Options given on the command line win over the file; the file wins over the defa
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from pathlib import Path
 from typing import TypeVar
 
@@ -19,7 +21,7 @@ import yaml
 from kdcompile.errors import KdError
 
 T = TypeVar("T")
-SECTIONS = ("distill", "export", "tune", "bench", "distill_lm")
+SECTIONS = ("distill", "export", "tune", "distill_lm")
 
 
 def load_yaml(path: Path) -> dict[str, dict]:
@@ -44,8 +46,29 @@ def build(cls: type[T], section: dict, cli: dict, explicit: set[str]) -> T:
     unknown = set(section) - set(fields)
     if unknown:
         raise KdError(f"Unknown option(s) {sorted(unknown)} for {cls.__name__}; valid: {', '.join(fields)}.")
+    hints = typing.get_type_hints(cls)
     values = {k: v for k, v in cli.items() if k in fields}
     for k, v in section.items():
         if k not in explicit:
-            values[k] = tuple(v) if isinstance(v, list) else v
+            values[k] = _typed(cls.__name__, k, v, hints[k])
     return cls(**values)
+
+
+def _typed(owner: str, name: str, value, hint):
+    """`value` from YAML as the field's type wants it, or one sentence saying what was expected: YAML reads
+    trials: "300" as a string and models: student as one string, where a number and a list are meant."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if value is None and type(None) in typing.get_args(hint):
+        return None
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        hint = args[0]
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise KdError(f"{owner}.{name} must be a list such as [student, teacher], got {value!r}.")
+        return tuple(value)
+    ok = {bool: lambda v: isinstance(v, bool), int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), str: lambda v: isinstance(v, str)}
+    if hint in ok and not ok[hint](value):
+        raise KdError(f"{owner}.{name} must be {'a number' if hint in (int, float) else 'a ' + hint.__name__}"
+                      f"{' (a whole one)' if hint is int else ''}, got {value!r}.")
+    return float(value) if hint is float else value

@@ -84,10 +84,12 @@ BUILTIN: dict[str, Callable[[], DistillData]] = {"mnist5k": mnist5k, "digits": d
 
 def tensor_file(path: Path, test_fraction: float = 0.2, seed: int = 0) -> DistillData:
     """Unlabelled inputs from a .npy or .pt tensor of shape (n, *sample_shape); a fixed 80/20 split."""
-    if path.suffix == ".npy":
-        x = torch.from_numpy(np.load(path, allow_pickle=False))
-    else:
-        x = torch.load(path, weights_only=True)
+    try:
+        x = torch.from_numpy(np.load(path, allow_pickle=False)) if path.suffix == ".npy" else \
+            torch.load(path, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - numpy and torch raise many types for a damaged file
+        raise KdError(f"{path} cannot be read as a {path.suffix} tensor file ({type(e).__name__}); it may be "
+                      "truncated or corrupted.") from e
     if not isinstance(x, torch.Tensor) or x.ndim < 2:
         raise KdError(f"{path} must hold one tensor of shape (n, ...) with n samples; found {type(x).__name__}.")
     x = x.float()
@@ -111,7 +113,11 @@ def csv_file(path: Path) -> DistillData:
         raise KdError(f"{path} must be numeric below its header: {e}.")
     if "label" in header:
         col = header.index("label")
-        x, y = np.delete(table, col, axis=1), table[:, col].astype(np.int64)
+        labels = table[:, col]
+        if (labels < 0).any() or (labels != np.round(labels)).any():
+            bad = labels[(labels < 0) | (labels != np.round(labels))][0]
+            raise KdError(f"{path}'s label column must hold class numbers 0, 1, 2, ...; found {bad:g}.")
+        x, y = np.delete(table, col, axis=1), labels.astype(np.int64)
         ds = _stratified_split(x, y, test_fraction=0.2) if np.bincount(y).min() >= 2 else \
             _plain_split(x, y, test_fraction=0.2)
     else:
@@ -140,6 +146,10 @@ def image_folder(path: Path) -> DistillData:
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise KdError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+    at_top = [f for f in files if f.parent == path]
+    if at_top and len(at_top) < len(files):
+        raise KdError(f"{path} has images both at its top ({at_top[0].name}, ...) and in sub-folders: put every "
+                      "image in a sub-folder named after its class, or all of them at the top (no labels).")
     first = Image.open(files[0])
     mode = "L" if first.mode in ("L", "1", "I", "F") else "RGB"
     size = first.size

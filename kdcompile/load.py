@@ -141,6 +141,11 @@ def load_model(path: str | Path, arch: str | None = None, trust_pickle: bool = F
     except Exception as e:  # noqa: BLE001 - any reader failure means a damaged file
         raise KdError(f"{path} looks like a {kind.replace('_', ' ')} file but cannot be read ({type(e).__name__}); "
                       "it may be truncated or corrupted.")
+    head = path.read_bytes()[:2]
+    if kind is None and head == b"PK":  # a zip header on an unreadable archive: a torch file cut short or damaged
+        raise KdError(f"{path} is truncated or corrupted.")
+    if kind is None and head[:1] != b"\x80":  # neither a torch zip archive nor a pickle
+        raise KdError(f"{path} is not a PyTorch model file (neither a torch.save archive nor a pickle).")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

@@ -28,6 +28,17 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def parse_rpc(spec: str) -> tuple[str, int, str]:
+    """--rpc tracker_host:port:key to its parts, or one sentence saying what is missing."""
+    parts = spec.rsplit(":", 2)
+    if len(parts) != 3 or not all(parts) or not parts[1].isdigit():
+        from kdcompile.errors import KdError
+
+        raise KdError(f"--rpc must be tracker_host:port:key (the key the devices registered under at the TVM RPC "
+                      f"tracker, e.g. 127.0.0.1:9190:rtx3090), got '{spec}'.")
+    return parts[0], int(parts[1]), parts[2]
+
+
 def fingerprint(target: dict, tvm_version: str) -> dict:
     """What must match for two measurements to be comparable: the CPU, its flags, cores, TVM and the target."""
     info = cpu_info()

@@ -18,6 +18,7 @@ import tvm
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
+from kdcompile.machine import parse_rpc
 from kdcompile.measured import is_measured
 from kdcompile.tvm_layer.target import device_name
 
@@ -110,7 +111,7 @@ def runner(timing: ms.runner.EvaluatorConfig | None = None, rpc: str | None = No
     if not rpc:
         return WaitingRunner(ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S, evaluator_config=timing,
                                                    f_alloc_argument=alloc_valid_arguments, initializer=ignore_sigint))
-    host, port, key = rpc.rsplit(":", 2)
+    host, port, key = parse_rpc(rpc)
     config = ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key,
                                  session_timeout_sec=RUN_TIMEOUT_S)
     return WaitingRunner(ms.runner.RPCRunner(config, evaluator_config=timing, max_workers=1,

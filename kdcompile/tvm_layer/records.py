@@ -21,6 +21,7 @@ import tvm_ffi
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
+from kdcompile.errors import KdError
 from kdcompile.files import append_lines, read_lines
 from kdcompile.measured import failed, mean_seconds
 from kdcompile.progress import console
@@ -36,6 +37,14 @@ def _warn_torn(path: Path) -> None:
 
 def _lines(path: Path) -> list[str]:
     return list(read_lines(path, on_torn=_warn_torn)) if path.exists() else []
+
+
+def _parse(line: str, path: Path, n: int):
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise KdError(f"{path} line {n} is not a tuning record ({e.msg}): the database is damaged (not by an "
+                      "interruption, which only tears the last line); move the folder away to tune afresh.") from e
 
 
 def private_copy(mod: tvm.IRModule) -> tvm.IRModule:
@@ -71,10 +80,13 @@ def load_database(work_dir: Path) -> ms.database.MemoryDatabase:
     copy (`private_copy`)."""
     db = ms.database.MemoryDatabase()
     work_dir = Path(work_dir)
-    workloads = [db.commit_workload(ms.database.Workload.from_json(json.loads(line)).mod)
-                 for line in _lines(work_dir / WORKLOADS)]
-    for line in _lines(work_dir / RECORDS):
-        index, record = json.loads(line)
+    workloads = [db.commit_workload(ms.database.Workload.from_json(_parse(line, work_dir / WORKLOADS, n)).mod)
+                 for n, line in enumerate(_lines(work_dir / WORKLOADS), 1)]
+    for n, line in enumerate(_lines(work_dir / RECORDS), 1):
+        index, record = _parse(line, work_dir / RECORDS, n)
+        if not isinstance(index, int) or not 0 <= index < len(workloads):
+            raise KdError(f"{work_dir / RECORDS} line {n} names workload {index}, which {work_dir / WORKLOADS} "
+                          "does not hold: the database is damaged; move the folder away to tune afresh.")
         own = ms.database.Workload(private_copy(workloads[index].mod))
         parsed = ms.database.TuningRecord.from_json(record, own)
         db.commit_tuning_record(ms.database.TuningRecord(
