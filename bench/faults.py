@@ -9,8 +9,9 @@ process group (MetaSchedule's build and run workers too), as a power cut or `kil
 - no record complete before the kill is missing after the rerun (`records_lost`: tuning records, dataset programs;
   for distill the checkpoint's completed epochs);
 - the result equals an uninterrupted run's (`identical`): distill, the student's weights bit for bit; tune, the
-  layout of the uninterrupted run, its budget of trials, records a superset of those before the kill, and a build
-  that passed parity; collect, every task at its quota, programs a superset with no duplicate.
+  trials of the uninterrupted run, records a superset of those before the kill, the layout those records were
+  tuned in, and a build that passed parity (the layout `--layout auto` picks from timings may differ between two
+  runs that were killed before it chose); collect, every task at its quota, programs a superset with no duplicate.
 """
 
 from __future__ import annotations
@@ -127,6 +128,8 @@ def tune_stage(work: Path, teacher: Path, kills: int, rng: random.Random) -> dic
         run(cmd(run_dir), kill_after=rng.uniform(0, wall))
         db = run_dir / "tune" / "student" / "database_tuning_record.json"
         before = lines(db)
+        state = run_dir / "tune" / "student" / "state.json"  # the layout chosen before the kill, if any
+        layout_before = json.loads(state.read_text())["layout"] if state.exists() and before else None
         stats["kills"] += 1
         try:
             run(cmd(run_dir))
@@ -138,8 +141,11 @@ def tune_stage(work: Path, teacher: Path, kills: int, rng: random.Random) -> dic
         after = set(lines(db))
         lost = sum(1 for line in before if line not in after)
         stats["records_lost"] += lost
-        stats["identical"] += int(lost == 0 and got["layout"] == ref["layout"] and got["trials"] == ref["trials"]
-                                  and got["tvm_max_abs"] <= got["tolerance"])
+        # `--layout auto` times two zero-trial builds, so a run killed before it chose may choose the other
+        # layout; once records exist, the rerun must keep theirs
+        stats["identical"] += int(lost == 0 and got["layout"] == (layout_before or got["layout"])
+                                  and got["trials"] == ref["trials"] and got["tvm_max_abs"] <= got["tolerance"])
+        stats.setdefault("layouts", []).append(got["layout"])
         shutil.rmtree(run_dir)
         print(f"tune {k}: {len(before)} records before the kill, lost {lost}; identical so far "
               f"{stats['identical']}", flush=True)

@@ -189,7 +189,7 @@ def distill(spec: TeacherSpec, run_dir: Path, cfg: DistillConfig = DistillConfig
     try:
         fit(student, ds.x_train, ds.y_train, objective.loss_fn, epochs=cfg.epochs, batch_size=cfg.batch_size,
             lr=cfg.lr, seed=cfg.seed, description=f"distill ({cfg.loss})",
-            augment_pixels=augment["pixels"], on_epoch=status, checkpoint=state,
+            augment_pixels=augment["pixels"], on_epoch=status, on_epoch_start=objective.start_epoch, checkpoint=state,
             resume=False if force else None, identity=identity, extra=objective.extra)
     finally:
         objective.close()

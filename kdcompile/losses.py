@@ -163,19 +163,22 @@ def _token_entropy_and_jsd(z_s: Tensor, z_t: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def tip_select(z_s: Tensor, z_t: Tensor, mask: Tensor | None = None, ratio: float = 0.5,
-               mode: str = "soft_or", alpha: float = 1.0, gamma: float = 1.0,
+               mode: str = "soft_or", alpha: float = 1.0, gamma: float = 0.0,
                generator: torch.Generator | None = None) -> Tensor:
     """TIP token selection (arXiv 2604.14084): which tokens to train on, as a bool mask (n,).
 
     Tokens are scored on two axes, the student's entropy and the teacher-student divergence (JSD):
-    - "soft_or" (the paper's parameter-free rule): min-max normalise both over the counted tokens of the batch,
-      score = h + d - h d (a probabilistic OR), keep the top `ratio`. Both high-entropy tokens and
-      "overconfident and wrong" ones (low entropy, high divergence) score high.
+    - "soft_or": min-max normalise both over the counted tokens of the batch, score = h + d - h d (a
+      probabilistic OR), keep the top `ratio`. Both high-entropy tokens and "overconfident and wrong" ones (low
+      entropy, high divergence) score high. This combination is our reading of the paper's description, not a
+      formula checked against it.
     - "sampler" (the released code's form): weight = max(H / ln V, 1e-8)^alpha * max(JSD / ln 2, 1e-8)^gamma,
-      sample the kept tokens without replacement in proportion to it.
+      sample the kept tokens without replacement in proportion to it; the released default gamma=0 weighs by
+      entropy alone.
+    Works on any device: every mask is made on the logits' device.
     At least one token is kept when any counts.
     """
-    counted = torch.ones(len(z_s), dtype=torch.bool) if mask is None else mask.bool()
+    counted = torch.ones(len(z_s), dtype=torch.bool, device=z_s.device) if mask is None else mask.bool()
     n_keep = max(1, int(ratio * int(counted.sum()))) if counted.any() else 0
     entropy, jsd = _token_entropy_and_jsd(z_s, z_t)
     if mode == "soft_or":
@@ -192,6 +195,6 @@ def tip_select(z_s: Tensor, z_t: Tensor, mask: Tensor | None = None, ratio: floa
         keep_idx = torch.multinomial(weight * counted, n_keep, replacement=False, generator=generator)
     else:
         raise ValueError(f"mode must be 'soft_or' or 'sampler', got {mode!r}")
-    keep = torch.zeros(len(z_s), dtype=torch.bool)
+    keep = torch.zeros(len(z_s), dtype=torch.bool, device=z_s.device)
     keep[keep_idx] = True
     return keep & counted

@@ -35,7 +35,8 @@ def random_shift(x: torch.Tensor, max_pixels: float, generator: torch.Generator)
 
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, loss_fn: LossFn, *, epochs: int, batch_size: int,
         lr: float, seed: int, description: str, augment_pixels: float = 0.0,
-        on_epoch: Callable[[int], str] | None = None, checkpoint: Path | None = None, resume: bool | None = False,
+        on_epoch: Callable[[int], str] | None = None, on_epoch_start: Callable[[int], None] | None = None,
+        checkpoint: Path | None = None, resume: bool | None = False,
         identity: dict | None = None, extra: nn.Module | None = None) -> int:
     """AdamW with a one-cycle schedule; `on_epoch(epoch)` may return a short status shown beside the bar.
 
@@ -59,6 +60,8 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, loss_fn: Loss
     with progress() as bar:
         task = bar.add_task(description, total=epochs * steps_per_epoch, completed=start * steps_per_epoch, info="")
         for epoch in range(start, epochs):
+            if on_epoch_start is not None:
+                on_epoch_start(epoch)  # a loss's warm-up reads it
             model.train()
             extra.train()
             perm = torch.randperm(len(x), generator=gen)
