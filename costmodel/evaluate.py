@@ -19,7 +19,7 @@ import torch
 from costmodel.dataset import ProgramDataset
 from costmodel.features import featurize_task
 from costmodel.mamba import load_ranker, pad_tokens
-from costmodel.metrics import pairwise_accuracy, top_k_score
+from costmodel.metrics import pairwise_accuracy, task_mean_top1, top_k_score
 from costmodel.mlp import MLPConfig, predict_mlp, train_mlp
 from costmodel.splits import split_by_network, tasks_of
 from costmodel.tokenize import MAX_TOKENS
@@ -97,25 +97,41 @@ def mlp_scorer(ds: ProgramDataset, train_tasks: list[TaskData], cfg: MLPConfig =
     return lambda task: predict_mlp(model, _program_rows(ds, task))
 
 
+def generation(network_key: str) -> str:
+    """The lowering a network key was collected under: "bert_base@b1+prepack+fastmath" -> "prepack+fastmath"
+    ("as exported" for the oldest keys, which name none). Programs are comparable only within one."""
+    _, _, rest = network_key.partition("@")
+    flags = rest.split("+")[1:]
+    return "+".join(flags) or "as exported"
+
+
 def evaluate(data: str | Path, scorers: dict[str, Scorer], networks: dict[str, dict] | None = None) -> dict:
-    """{model: {"top1", "top5", "pairwise", "per_network": {...}}} over the held-out networks' tasks. Scores of a
-    network pool its tasks weighted by how often they occur; the overall top-k pools all held-out networks."""
+    """{model: {"top1", "top5", "pairwise", "task_mean_top1", "per_network", "per_generation"}} over the held-out
+    networks' tasks. Scores of a network pool its tasks weighted by how often they occur; the overall top-k pools
+    all held-out networks; task_mean_top1 weighs every task once."""
     ds = ProgramDataset(data)
     networks = networks if networks is not None else split_by_network(ds)["test"]
     tasks = {t.task_hash: t for t in load_tasks(ds, tasks_of(networks))}
     results = {}
     for name, scorer in scorers.items():
         preds = {h: scorer(t) for h, t in tasks.items()}
-        per_net, pooled = {}, []
+        per_net, per_gen, pooled = {}, {}, []
         for net, weights in networks.items():
             items = [(preds[h], tasks[h].seconds, w) for h, w in weights.items() if h in tasks]
             if items:
                 per_net[net] = {"top1": top_k_score(items, 1), "top5": top_k_score(items, 5), "tasks": len(items)}
+                per_gen.setdefault(generation(net), []).extend(items)
                 pooled += items
         pairwise = [pairwise_accuracy(preds[h], t.seconds) for h, t in tasks.items()]
+        every_task = [(preds[h], t.seconds, 1.0) for h, t in tasks.items()]
         results[name] = {"top1": top_k_score(pooled, 1) if pooled else None,
                          "top5": top_k_score(pooled, 5) if pooled else None,
-                         "pairwise": float(np.mean(pairwise)) if pairwise else None, "per_network": per_net}
+                         "pairwise": float(np.mean(pairwise)) if pairwise else None,
+                         "task_mean_top1": task_mean_top1(every_task) if every_task else None,
+                         "per_network": per_net,
+                         "per_generation": {g: {"top1": top_k_score(v, 1), "top5": top_k_score(v, 5),
+                                                "task_mean_top1": task_mean_top1(v), "tasks": len(v)}
+                                            for g, v in per_gen.items()}}
     return results
 
 

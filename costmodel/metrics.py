@@ -23,6 +23,13 @@ def top_k_score(tasks: list[tuple[np.ndarray, np.ndarray, float]], k: int) -> fl
     return best / picked
 
 
+def task_mean_top1(tasks: list[tuple[np.ndarray, np.ndarray, float]]) -> float:
+    """The unweighted mean over tasks of best / latency of the model's pick: every task counts once, however
+    heavy. Pooled top-1 (`top_k_score`) can be dominated by a few heavy tasks (three bert_base@b8 tasks held 69% of
+    a model's pooled regret, ../shared/research/costmodel_diagnosis.md); this is reported beside it."""
+    return float(np.mean([float(lat.min()) / best_in_top_k(pred, lat, 1) for pred, lat, _ in tasks]))
+
+
 def pairwise_accuracy(pred: np.ndarray, lat: np.ndarray) -> float:
     """Fraction of program pairs with different latencies that the scores order correctly (ties in pred: half)."""
     i, j = np.triu_indices(len(lat), k=1)

@@ -37,6 +37,11 @@ class TrainConfig:
     regression_weight: float = 0.0
     kd_weight: float = 0.5  # with a teacher: loss = (1 - w) LambdaRank + w listwise KD
     kd_temperature: float = 1.0
+    # Tasks with fewer measured programs are left out. With 2-4 programs a task has 1-6 pairs, and LambdaRank
+    # divides by the pair count, so 46 such tasks (reshapes, transposes) carried 61% of an average batch's loss
+    # and the model flattened its scores; dropping them took held-out top-1 from 0.129 to 0.406 (one seed,
+    # ../shared/research/costmodel_diagnosis.md).
+    min_programs: int = 5
     checkpoint_every: int = 200
     seed: int = 0
 
@@ -73,9 +78,9 @@ def train(data: str | Path, out: Path, cfg: TrainConfig = TrainConfig(), resume:
     teacher's distribution over which program is fastest (costmodel.rank.listwise_kd)."""
     ds = ProgramDataset(data)
     hashes = task_hashes if task_hashes is not None else tasks_of(split_by_network(ds)["train"])
-    tasks = load_tasks(ds, hashes)
+    tasks = load_tasks(ds, hashes, cfg.min_programs)
     if not tasks:
-        raise KdError(f"{data} has no training task with two or more measured programs.")
+        raise KdError(f"{data} has no training task with {cfg.min_programs} or more measured programs.")
     torch.manual_seed(cfg.seed)
     model = MambaRanker(cfg.model)
     teacher_model = load_ranker(teacher) if teacher else None

@@ -210,6 +210,9 @@ BATCHES = (1, 8)
 CHANNELS_LAST = ("resnet18", "resnet50", "mobilenet_v2", "mnist_teacher", "mnist_student")
 # Held out of training, as TenSet and TLP hold out whole networks.
 TEST_NETWORKS = ("resnet50", "mobilenet_v2", "bert_base")
+# Training networks set aside for choices made while training (size, steps, learning rate, features): the
+# nearest kin of the test networks (a ResNet, a BERT encoder); the zoo has no second depthwise CNN to set aside.
+VALIDATION_NETWORKS = ("resnet18", "bert_small")
 
 
 def build(name: str) -> tuple[nn.Module, tuple[int, ...]]:

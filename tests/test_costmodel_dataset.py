@@ -327,3 +327,15 @@ def test_plan_registers_cnns_channels_last_too(tmp_path):
         if "conv2d" in header["task_name"]:
             shape = header["args_info"][0][2]  # ["TENSOR", dtype, shape] of the activation
             assert shape[1] == shape[2] <= 28, (header["task_name"], shape)  # NCHW would be (1, C, H, W)
+
+
+def test_the_validation_split_shares_no_task_with_training_or_the_test_networks():
+    from pathlib import Path
+
+    from costmodel.splits import validation_split
+
+    ds = ProgramDataset(Path(__file__).resolve().parent.parent / "datasets" / "cpu-znver4-2c")
+    splits, test = validation_split(ds), split_by_network(ds)["test"]
+    train, val, held_out = (set(tasks_of(s)) for s in (splits["train"], splits["validation"], test))
+    assert val and train and not (val & train) and not ((val | train) & held_out)
+    assert {ds.networks()[k]["network"] for k in splits["validation"]} == {"resnet18", "bert_small"}

@@ -25,3 +25,21 @@ def test_top_k_score_weights_tasks_by_latency_times_weight():
 def test_pairwise_counts_score_ties_as_half_and_skips_latency_ties():
     assert pairwise_accuracy(np.zeros(3), np.array([1.0, 2.0, 3.0])) == 0.5
     assert pairwise_accuracy(np.array([1.0, 0.0]), np.array([2.0, 2.0])) == 1.0
+
+
+def test_task_mean_top1_weighs_every_task_once():
+    import numpy as np
+
+    from costmodel.metrics import task_mean_top1, top_k_score
+
+    heavy = (np.array([1.0, 0.0]), np.array([10.0, 1.0]), 100.0)  # picks a program 10x slower, on a heavy task
+    light = (np.array([1.0, 0.0]), np.array([1.0, 2.0]), 1.0)  # picks the best
+    assert task_mean_top1([heavy, light]) == (0.1 + 1.0) / 2
+    assert top_k_score([heavy, light], 1) < 0.2  # the pooled score is the heavy task's
+
+
+def test_the_network_key_names_its_generation():
+    from costmodel.evaluate import generation
+
+    assert generation("bert_base@b1+prepack+fastmath+pad16") == "prepack+fastmath+pad16"
+    assert generation("resnet50@b8") == "as exported"

@@ -97,3 +97,18 @@ def test_segment_sum_mlp_learns_a_ranking_and_scores_each_program_alone():
     # fixed scaling: a program's score does not depend on what it is predicted beside (TVM's MLP's does)
     assert np.allclose(predict_mlp(model, rows[:5]), scores[:5], atol=1e-5)
     assert np.allclose(predict_mlp(model, [r * 0 + 100 for r in rows[5:8]] + rows[:5])[3:], scores[:5], atol=1e-5)
+
+
+def test_a_programs_score_does_not_depend_on_the_batch_it_is_scored_in():
+    from costmodel.mamba import MambaConfig, MambaRanker, pad_tokens
+    from costmodel.tokenize import tokenize
+
+    torch.manual_seed(0)
+    model = MambaRanker(MambaConfig(d_model=16, n_layers=2, d_state=4)).eval()
+    short = tokenize([[["GetSBlock", [], ["a", "main"], ["b0"]], ["Split", ["l1", None, "v2"], [], ["l3", "l4"]]],
+                      []])
+    long = tokenize([[["GetSBlock", [], ["a", "main"], ["b0"]]] * 9, []])
+    with torch.no_grad():
+        alone = model(*pad_tokens([short]))
+        beside = model(*pad_tokens([long, short, long]))  # padded to the long one's length
+    assert torch.allclose(alone[0], beside[1], atol=1e-6)
