@@ -3,8 +3,9 @@ kill followed by a rerun of the same command, and checks after every rerun. Writ
 
     python -m bench.faults [--kills 20] [--stages distill,tune,collect] [--seed 0]
 
-Each kill falls at a time drawn uniformly (seeded) over the uninterrupted run's wall time, and takes the whole
-process group (MetaSchedule's build and run workers too), as a power cut or `kill -9` of a job would. Checks:
+Each kill falls at a time drawn uniformly (seeded) over the longest wall time a run of the same command took so far
+(the VM's speed drifts, and a fixed window would fall ever earlier in a slowed run); a draw that lands after the
+command ended is no kill and is drawn again. A kill takes the whole process group (MetaSchedule's build and run workers too), as a power cut or `kill -9` of a job would. Checks:
 - the run folder or dataset loads;
 - no record complete before the kill is missing after the rerun (`records_lost`: tuning records, dataset programs;
   for distill the checkpoint's completed epochs);
@@ -39,12 +40,16 @@ from costmodel import zoo
 from costmodel.collect import CollectConfig, collect
 zoo.NETWORKS = {"mlp": (lambda: nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 8)), (1, 32))}
 collect(CollectConfig(out=Path(sys.argv[1]), networks=("mlp",), batches=(1,), layouts=(None,), random_per_task=8,
-                      evolutionary_per_task=4, first_pass=4, per_iter=4, repeats=1, cache=Path(sys.argv[2])))
+                      evolutionary_per_task=4, first_pass=8, per_iter=4, repeats=1, cache=Path(sys.argv[2])))
 """
 
 
+KILLED = -1.0  # what `run` returns when its kill landed (a kill after the command ended is no kill)
+
+
 def run(cmd: list[str], kill_after: float | None = None) -> float:
-    """Run `cmd` to the end (returns its wall seconds) or SIGKILL its process group after `kill_after` seconds."""
+    """Run `cmd` to the end (returns its wall seconds) or SIGKILL its process group after `kill_after` seconds
+    (returns KILLED, or the wall seconds if the command had ended by then)."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -58,6 +63,7 @@ def run(cmd: list[str], kill_after: float | None = None) -> float:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        return KILLED
     return time.perf_counter() - start
 
 
@@ -84,9 +90,13 @@ def distill_stage(work: Path, teacher: Path, kills: int, rng: random.Random) -> 
     wall = run(cmd(reference))
     ref = weights(reference)
     stats = {"kills": 0, "resumed_ok": 0, "identical": 0, "records_lost": 0, "wall_s_uninterrupted": wall}
-    for k in range(kills):
+    k = 0
+    while stats["kills"] < kills:
+        k += 1
         run_dir = work / f"distill_{k}"
-        run(cmd(run_dir), kill_after=rng.uniform(0, wall))
+        if run(cmd(run_dir), kill_after=rng.uniform(0, wall)) != KILLED:
+            shutil.rmtree(run_dir)
+            continue
         state = run_dir / "distill_state.pt"
         epochs_before = torch.load(state, weights_only=True)["step"] if state.exists() else 0
         stats["kills"] += 1
@@ -114,7 +124,7 @@ def tune_stage(work: Path, teacher: Path, kills: int, rng: random.Random) -> dic
     run(CLI + ["export", str(prepared)])
 
     def cmd(run_dir: Path) -> list[str]:
-        return CLI + ["tune", str(run_dir), "--trials", "8", "--models", "student", "--defaults", "random"]
+        return CLI + ["tune", str(run_dir), "--trials", "6", "--models", "student", "--defaults", "random"]
 
     reference = work / "tune_ref"
     shutil.copytree(prepared, reference)
@@ -122,17 +132,22 @@ def tune_stage(work: Path, teacher: Path, kills: int, rng: random.Random) -> dic
     ref = json.loads((reference / "tune.json").read_text())["student"]
     stats = {"kills": 0, "resumed_ok": 0, "identical": 0, "records_lost": 0, "wall_s_uninterrupted": wall,
              "reference": {"layout": ref["layout"], "trials": ref["trials"]}}
-    for k in range(kills):
+    k = 0
+    while stats["kills"] < kills:
+        k += 1
         run_dir = work / f"tune_{k}"
         shutil.copytree(prepared, run_dir)
-        run(cmd(run_dir), kill_after=rng.uniform(0, wall))
+        if run(cmd(run_dir), kill_after=rng.uniform(0, wall)) != KILLED:
+            shutil.rmtree(run_dir)
+            continue
         db = run_dir / "tune" / "student" / "database_tuning_record.json"
+        stats.setdefault("records_at_kill", []).append(len(lines(db)))
         before = lines(db)
         state = run_dir / "tune" / "student" / "state.json"  # the layout chosen before the kill, if any
         layout_before = json.loads(state.read_text())["layout"] if state.exists() and before else None
         stats["kills"] += 1
         try:
-            run(cmd(run_dir))
+            wall = max(wall, run(cmd(run_dir)))  # a slowed machine widens the window (a resumed run is shorter)
             got = json.loads((run_dir / "tune.json").read_text())["student"]
             stats["resumed_ok"] += 1
         except Exception as e:  # noqa: BLE001
@@ -172,13 +187,18 @@ def collect_stage(work: Path, kills: int, rng: random.Random) -> dict:
     ref = {h: len(v) for h, v in programs(reference).items()}
     stats = {"kills": 0, "resumed_ok": 0, "identical": 0, "records_lost": 0, "wall_s_uninterrupted": wall,
              "reference_programs": sum(ref.values())}
-    for k in range(kills):
+    k = 0
+    while stats["kills"] < kills:
+        k += 1
         out = work / f"collect_{k}"
-        run(cmd(out), kill_after=rng.uniform(0, wall))
+        if run(cmd(out), kill_after=rng.uniform(0, wall)) != KILLED:
+            shutil.rmtree(out)
+            continue
         before = programs(out) if (out / "tasks").exists() else {}
         stats["kills"] += 1
+        stats.setdefault("programs_at_kill", []).append(sum(map(len, before.values())))
         try:
-            run(cmd(out))
+            wall = max(wall, run(cmd(out)))  # a slowed machine widens the window (a resumed run is shorter)
             after = programs(out)
             stats["resumed_ok"] += 1
         except Exception as e:  # noqa: BLE001
