@@ -6,6 +6,7 @@ it is tuned in, written before the first trial), so an interrupted run resumes e
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -75,9 +76,10 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig()) -> dict:
     check_config(cfg)
     run = RunDir(run_dir)
     shape = tuple(run.read_json("export.json", needed_by="export")["input_shape"])
+    threads = cfg.threads or cores()
+    os.environ.setdefault("TVM_NUM_THREADS", str(threads))  # read once, when the TVM runtime starts its pool
     from kdcompile.tvm_layer import build, lowering, records, search, target as targets  # tvm is imported only here
 
-    threads = cfg.threads or cores()
     target = targets.host_target(threads)
     inputs = parity_inputs(run, cfg.parity_samples).numpy()
     previous = run.read_json("tune.json") if (run.root / "tune.json").exists() else {}
