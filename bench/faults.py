@@ -67,23 +67,6 @@ def run(cmd: list[str], kill_after: float | None = None) -> float:
     return time.perf_counter() - start
 
 
-def run_until_records(cmd: list[str], db: Path, delay: float, timeout: float = 600) -> bool:
-    """Run `cmd` and SIGKILL its process group `delay` seconds after `db` first holds a complete record: a kill in
-    the middle of the search. Returns whether the kill landed before the command ended."""
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None and not lines(db):
-        time.sleep(0.05)
-    try:
-        proc.wait(timeout=delay)
-        return False
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        return True
-
-
 def lines(path: Path) -> list[str]:
     """The complete lines of a file (a torn last line is not a record)."""
     if not path.exists():
@@ -134,7 +117,7 @@ def distill_stage(work: Path, teacher: Path, kills: int, rng: random.Random) -> 
 
 
 # ---- tune ------------------------------------------------------------------------------------------------------
-def tune_stage(work: Path, teacher: Path, kills: int, rng: random.Random, during_search: bool = False) -> dict:
+def tune_stage(work: Path, teacher: Path, kills: int, rng: random.Random) -> dict:
     prepared = work / "tune_prepared"
     shutil.rmtree(prepared, ignore_errors=True)
     run(CLI + ["distill", str(teacher), "--out", str(prepared), "--data", "digits", "--epochs", "1",
@@ -157,10 +140,7 @@ def tune_stage(work: Path, teacher: Path, kills: int, rng: random.Random, during
         run_dir = work / f"tune_{k}"
         shutil.copytree(prepared, run_dir)
         db = run_dir / "tune" / "student" / "database_tuning_record.json"
-        # during_search: the kill falls after the first record, within the search; else anywhere in the run
-        killed = run_until_records(cmd(run_dir), db, rng.uniform(0, 10)) if during_search else \
-            run(cmd(run_dir), kill_after=rng.uniform(0, wall)) == KILLED
-        if not killed:
+        if run(cmd(run_dir), kill_after=rng.uniform(0, wall)) != KILLED:
             shutil.rmtree(run_dir)
             continue
         stats.setdefault("records_at_kill", []).append(len(lines(db)))
@@ -260,9 +240,6 @@ def main() -> None:
     rng = random.Random(args.seed)
     stages = {"distill": lambda: distill_stage(args.work, teacher, args.kills, rng),
               "tune": lambda: tune_stage(args.work, teacher, args.kills, rng),
-              # the whole-run draw rarely lands in a short search (the layout choice and default schedules come
-              # first): these kills fall 0-10 s after the first tuning record
-              "tune_during_search": lambda: tune_stage(args.work, teacher, args.kills, rng, during_search=True),
               "collect": lambda: collect_stage(args.work, args.kills, rng)}
     path = args.out
     results = json.loads(path.read_text()) if path.exists() else {}
