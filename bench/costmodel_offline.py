@@ -2,9 +2,12 @@
 
     python -m bench.costmodel_offline                 # trains everything, writes bench/results/costmodel/
     python -m bench.costmodel_offline --steps 100 --seeds 0    # a quick look
+    python -m bench.costmodel_offline --models mamba          # the large ranker and the baselines only
 
-Trained on the dataset's training networks only (costmodel/splits.py), with the same tasks for every model:
-- mamba: the Mamba ranker, d=64 x 2 layers (costmodel/mamba.py), LambdaRank within tasks;
+Trained on the dataset's training networks only (costmodel/splits.py), every model on the same programs (tasks
+with at least TrainConfig.min_programs measured programs):
+- mamba: the Mamba ranker, d=64 x 2 layers (costmodel/mamba.py), LambdaRank within tasks, with the recipe chosen
+  on validation networks (bench.costmodel_select: representation, steps), warm-up then cosine learning rate;
 - mamba_small_kd: d=32 x 1 layer, distilled from `mamba` (listwise KD + LambdaRank, costmodel/rank.py);
 - mamba_small: the same small model trained without the teacher (so the distillation's effect is visible);
 - xgb: TVM's XGBModel recipe (per-store features, pack-sum, throughput regression); mlp: TVM's MLPModel recipe;
@@ -22,6 +25,7 @@ import argparse
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +38,13 @@ from costmodel.mlp import MLPConfig
 from costmodel.splits import split_by_network, tasks_of
 from costmodel.train import TrainConfig, load_tasks, train
 from costmodel.xgb_pretrain import DEFAULT_DATA
+from kdcompile.machine import machine_info
+
+from bench.costmodel_select import CANDIDATES
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "costmodel"
 WEIGHTS = ROOT / "costmodel" / "weights"
-LARGE = MambaConfig(d_model=64, n_layers=2, d_state=16)
 SMALL = MambaConfig(d_model=32, n_layers=1, d_state=8)
 
 
@@ -63,25 +69,27 @@ def predict_cost(ds: ProgramDataset, test_hash: str, weights: dict[str, Path], n
     return time_predict(header["workload"], header["target"], traces, models)
 
 
-def train_rankers(ds: ProgramDataset, work: Path, seed: int, steps: int) -> tuple[dict, dict]:
-    """The three Mamba rankers of one seed, resumed from their checkpoints when a run was stopped (a finished one is
+def train_rankers(ds: ProgramDataset, work: Path, seed: int, recipe: TrainConfig,
+                  models: list[str]) -> tuple[dict, dict]:
+    """The Mamba rankers of one seed, resumed from their checkpoints when a run was stopped (a finished one is
     only re-saved). Returns their final losses and training seconds (accumulated over resumed runs)."""
-    base = dict(steps=steps, tasks_per_batch=8, programs_per_task=32, checkpoint_every=100, seed=seed)
-    plan = {"mamba": (TrainConfig(model=LARGE, **base), None),
-            "mamba_small_kd": (TrainConfig(model=SMALL, kd_weight=0.5, **base), work / "mamba.pt"),
-            "mamba_small": (TrainConfig(model=SMALL, **base), None)}
+    large = replace(recipe, checkpoint_every=100, seed=seed)
+    small = replace(large, model=replace(SMALL, store_features=recipe.model.store_features))
+    plan = {"mamba": (large, None), "mamba_small_kd": (replace(small, kd_weight=0.5), work / "mamba.pt"),
+            "mamba_small": (small, None)}
+    plan = {k: v for k, v in plan.items() if k in models}
     times_path = work / "train_seconds.json"
     secs = json.loads(times_path.read_text()) if times_path.exists() else {}
     losses = {}
     for name, (cfg, teacher) in plan.items():
-        info, spent = timed(train, ds.root, work / f"{name}.pt", cfg, resume=True, teacher=teacher)
+        info, spent = timed(train, ds.root, work / f"{name}.pt", cfg, resume=None, teacher=teacher)
         losses[name] = info["final_loss"]
         secs[name] = secs.get(name, 0.0) + spent
         times_path.write_text(json.dumps(secs))
     return losses, secs
 
 
-METRICS = ("top1", "top5", "pairwise")
+METRICS = ("top1", "top5", "pairwise", "task_mean_top1")
 
 
 def mean_over_seeds(per_seed: list[dict]) -> dict:
@@ -101,30 +109,35 @@ def mean_over_seeds(per_seed: list[dict]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--recipe", default="stores_800", choices=list(CANDIDATES),
+                    help="the candidate of bench.costmodel_select to train on the full training split")
+    ap.add_argument("--steps", type=int, default=None, help="override the recipe's steps")
+    ap.add_argument("--models", nargs="+", default=["mamba", "mamba_small_kd", "mamba_small"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     torch.set_num_threads(2)
+    recipe = CANDIDATES[args.recipe]
+    recipe = replace(recipe, steps=args.steps or recipe.steps)
     ds = ProgramDataset(args.data)
     split = split_by_network(ds)
-    train_tasks = load_tasks(ds, tasks_of(split["train"]))
+    train_tasks = load_tasks(ds, tasks_of(split["train"]), recipe.min_programs)  # what the rankers train on
     test_tasks = load_tasks(ds, tasks_of(split["test"]))
 
     per_seed, secs, losses = [], {}, {}
     for seed in args.seeds:
-        work = args.out / "work" / f"seed{seed}"
-        losses[seed], secs[seed] = train_rankers(ds, work, seed, args.steps)
-        scorers = {name: mamba_scorer(work / f"{name}.pt") for name in ("mamba", "mamba_small_kd", "mamba_small")}
+        work = args.out / "work" / args.recipe / f"seed{seed}"
+        losses[seed], secs[seed] = train_rankers(ds, work, seed, recipe, args.models)
+        scorers = {name: mamba_scorer(work / f"{name}.pt", ds) for name in args.models}
         scorers["xgb"], secs[seed]["xgb"] = timed(xgb_scorer, ds, train_tasks, seed=seed)
         scorers["mlp"], secs[seed]["mlp"] = timed(mlp_scorer, ds, train_tasks, MLPConfig(seed=seed))
         scorers["random"] = random_scorer(seed)
         per_seed.append(evaluate(ds.root, scorers, split["test"]))
     results = mean_over_seeds(per_seed)
 
-    first = args.out / "work" / f"seed{args.seeds[0]}"  # the weights that ship
+    first = args.out / "work" / args.recipe / f"seed{args.seeds[0]}"  # the weights that ship
     biggest = max(test_tasks, key=lambda t: len(t.seconds)).task_hash
-    predict = predict_cost(ds, biggest, {"mamba": first / "mamba.pt", "mamba_small_kd": first / "mamba_small_kd.pt"})
+    predict = predict_cost(ds, biggest, {m: first / f"{m}.pt" for m in args.models if m != "mamba_small"})
     for name, r in results.items():
         r["train_seconds"] = round(float(np.mean([secs[s].get(name, 0.0) for s in args.seeds])), 1)
         r["params"] = sum(p.numel() for p in torch.load(first / f"{name}.pt")["state"].values()) \
@@ -132,20 +145,25 @@ def main() -> None:
         r["predict_512_seconds"] = predict.get(name)
     report = {
         **results,
+        "data": {"train_programs": int(sum(len(t.seconds) for t in train_tasks)),
+                 "heldout_programs": int(sum(len(t.seconds) for t in test_tasks))},
         "setup": {
             "data": str(args.data.relative_to(ROOT) if args.data.is_relative_to(ROOT) else args.data),
             "train_networks": sorted(split["train"]), "test_networks": sorted(split["test"]),
             "train_tasks": len(train_tasks), "train_programs": int(sum(len(t.seconds) for t in train_tasks)),
             "test_tasks": len(test_tasks), "test_programs": int(sum(len(t.seconds) for t in test_tasks)),
-            "seeds": args.seeds, "steps": args.steps, "mamba_large": LARGE.__dict__, "mamba_small": SMALL.__dict__,
+            "seeds": args.seeds, "recipe": args.recipe, "steps": recipe.steps,
+            "mamba_large": recipe.model.__dict__, "mamba_small": SMALL.__dict__, "min_programs": recipe.min_programs,
             "final_loss": losses, "predict_task": biggest, "threads": 2, "date": time.strftime("%Y-%m-%d"),
+            "machine": machine_info(2),
         },
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "offline.json").write_text(json.dumps(report, indent=1) + "\n")
     WEIGHTS.mkdir(exist_ok=True)
-    shutil.copy(first / "mamba.pt", WEIGHTS / "mamba_cpu.pt")
-    shutil.copy(first / "mamba_small_kd.pt", WEIGHTS / "mamba_cpu_small.pt")
+    for name, file in (("mamba", "mamba_cpu.pt"), ("mamba_small_kd", "mamba_cpu_small.pt")):
+        if name in args.models:
+            shutil.copy(first / f"{name}.pt", WEIGHTS / file)
     for name, r in results.items():
         spread = " ".join(f"{x['top1']:.3f}" for x in r["per_seed"])
         print(f"{name:15s} top1 {r['top1']:.3f} ({spread}) top5 {r['top5']:.3f} pairwise {r['pairwise']:.3f}"

@@ -67,6 +67,22 @@ def run(cmd: list[str], kill_after: float | None = None) -> float:
     return time.perf_counter() - start
 
 
+def first_line_at(cmd: list[str], path: Path) -> tuple[float, float]:
+    """Run `cmd` to the end, watching `path`: (seconds until its first complete line, wall seconds)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    first = None
+    while proc.poll() is None:
+        if first is None and lines(path):
+            first = time.perf_counter() - start
+        time.sleep(0.1)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} failed ({proc.returncode}): {proc.stderr.read()[-600:]}")
+    wall = time.perf_counter() - start
+    return (wall if first is None else first), wall
+
+
 def lines(path: Path) -> list[str]:
     """The complete lines of a file (a torn last line is not a record)."""
     if not path.exists():
@@ -117,7 +133,10 @@ def distill_stage(work: Path, teacher: Path, kills: int, rng: random.Random) -> 
 
 
 # ---- tune ------------------------------------------------------------------------------------------------------
-def tune_stage(work: Path, teacher: Path, kills: int, rng: random.Random) -> dict:
+def tune_stage(work: Path, teacher: Path, kills: int, rng: random.Random, search: bool = False) -> dict:
+    """Kills over a whole `tune` run (layout choice, default schedules, search, build), or with `search` only
+    inside its search: a fixed layout, more trials, and kill times drawn between the first tuning record of an
+    uninterrupted run and its end."""
     prepared = work / "tune_prepared"
     shutil.rmtree(prepared, ignore_errors=True)
     run(CLI + ["distill", str(teacher), "--out", str(prepared), "--data", "digits", "--epochs", "1",
@@ -125,22 +144,26 @@ def tune_stage(work: Path, teacher: Path, kills: int, rng: random.Random) -> dic
     run(CLI + ["export", str(prepared)])
 
     def cmd(run_dir: Path) -> list[str]:
-        return CLI + ["tune", str(run_dir), "--trials", "6", "--models", "student", "--defaults", "random"]
+        extra = ["--trials", "24", "--layout", "nchw"] if search else ["--trials", "6"]
+        return CLI + ["tune", str(run_dir), "--models", "student", "--defaults", "random"] + extra
 
     reference = work / "tune_ref"
     shutil.rmtree(reference, ignore_errors=True)
     shutil.copytree(prepared, reference)
-    wall = run(cmd(reference))
+    first, wall = first_line_at(cmd(reference), reference / "tune" / "student" / "database_tuning_record.json")
+    first = first if search else 0.0
     ref = json.loads((reference / "tune.json").read_text())["student"]
     stats = {"kills": 0, "resumed_ok": 0, "identical": 0, "records_lost": 0, "wall_s_uninterrupted": wall,
              "reference": {"layout": ref["layout"], "trials": ref["trials"]}}
+    if search:
+        stats["first_record_s"] = round(first, 1)
     k = 0
     while stats["kills"] < kills:
         k += 1
         run_dir = work / f"tune_{k}"
         shutil.copytree(prepared, run_dir)
         db = run_dir / "tune" / "student" / "database_tuning_record.json"
-        if run(cmd(run_dir), kill_after=rng.uniform(0, wall)) != KILLED:
+        if run(cmd(run_dir), kill_after=rng.uniform(first, wall)) != KILLED:
             shutil.rmtree(run_dir)
             continue
         stats.setdefault("records_at_kill", []).append(len(lines(db)))
@@ -225,11 +248,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT / "faults.json")
     args = ap.parse_args()
 
+    import torch
+
     from kdcompile.load import save_checkpoint
     from kdcompile.machine import machine_info
     from kdcompile.models import mnist_cnn
-
-    import torch
 
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
@@ -240,14 +263,21 @@ def main() -> None:
     rng = random.Random(args.seed)
     stages = {"distill": lambda: distill_stage(args.work, teacher, args.kills, rng),
               "tune": lambda: tune_stage(args.work, teacher, args.kills, rng),
+              "search": lambda: tune_stage(args.work, teacher, args.kills, rng, search=True),
               "collect": lambda: collect_stage(args.work, args.kills, rng)}
     path = args.out
     results = json.loads(path.read_text()) if path.exists() else {}
+    if "machine" in results:  # the old layout: one machine entry for every stage
+        old = results.pop("machine")
+        for stage in ("distill", "tune", "collect"):
+            results.get(stage, {}).setdefault("machine", old)
     for name in args.stages.split(","):
         start = time.time()
         results[name] = stages[name]() | {"wall_s_benchmark": round(time.time() - start, 1)}
-        results["machine"] = machine_info(2) | {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                                                "command": "python -m bench.faults " + " ".join(sys.argv[1:])}
+        # each stage carries its own machine and date: stages are run in separate sittings
+        results[name]["machine"] = machine_info(2) | {
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "command": "python -m bench.faults " + " ".join(sys.argv[1:])}
         path.write_text(json.dumps(results, indent=1) + "\n")
         print(name, {k: v for k, v in results[name].items() if k != "reference"}, flush=True)
     shutil.rmtree(args.work, ignore_errors=True)

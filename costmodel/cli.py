@@ -102,6 +102,15 @@ def costmodel_train(data: Path = DataOpt,
                     d_model: int = typer.Option(64, "--d-model", help="Width of the Mamba blocks."),
                     layers: int = typer.Option(2, "--layers", help="Number of Mamba blocks."),
                     d_state: int = typer.Option(16, "--d-state", help="State size of the selective scan."),
+                    stores: bool = typer.Option(True, "--stores/--tokens-only", help="Join each program's "
+                                                "per-store features (MetaSchedule's PerStoreFeature, what XGBoost "
+                                                "reads) to its trace tokens, or read the trace alone. Featurising "
+                                                "a dataset's stores the first time takes about 20 ms a program."),
+                    lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (warm-up, then cosine to 0)."),
+                    validate: bool = typer.Option(False, "--validate", help="Hold the validation networks "
+                                                  "(costmodel.zoo.VALIDATION_NETWORKS) out of training, score them "
+                                                  "every 100 steps and keep the best weights: for choosing "
+                                                  "settings. Without it, every training network is trained on."),
                     teacher: Optional[Path] = typer.Option(None, "--teacher", help="Weights of a larger ranker to "
                                                            "distil from (listwise KD within each task)."),
                     kd_weight: float = typer.Option(0.5, "--kd-weight", help="With --teacher: weight of the KD "
@@ -110,14 +119,22 @@ def costmodel_train(data: Path = DataOpt,
                                                 "data and settings; anything else is refused).")) -> None:
     """Train the Mamba ranker (LambdaRank within tasks) on the dataset's training networks.
 
-    Example, the shipped pair: `--out big.pt --steps 600`, then
-    `--out small.pt --d-model 32 --layers 1 --d-state 8 --teacher big.pt --steps 600`."""
+    Example, the shipped pair: `--out big.pt`, then
+    `--out small.pt --d-model 32 --layers 1 --d-state 8 --teacher big.pt`. Choosing settings:
+    `--validate` (scores on validation networks, never on the held-out ones)."""
+    from costmodel.dataset import ProgramDataset
     from costmodel.mamba import MambaConfig
+    from costmodel.splits import tasks_of, validation_split
     from costmodel.train import TrainConfig, train
 
-    cfg = TrainConfig(model=MambaConfig(d_model=d_model, n_layers=layers, d_state=d_state), steps=steps,
+    cfg = TrainConfig(model=MambaConfig(d_model=d_model, n_layers=layers, d_state=d_state,
+                                        store_features=164 if stores else 0), steps=steps, lr=lr,
                       kd_weight=kd_weight)
-    _print(train(data, out, cfg, resume=resume, teacher=teacher))
+    hashes = val = None
+    if validate:
+        split = validation_split(ProgramDataset(data))
+        hashes, val = tasks_of(split["train"]), tasks_of(split["validation"])
+    _print(train(data, out, cfg, resume=resume, teacher=teacher, task_hashes=hashes, validation_hashes=val))
 
 
 @app.command("eval")

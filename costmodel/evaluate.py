@@ -10,34 +10,32 @@ Every model is a function from a task's measured programs to scores (higher = pr
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
 from costmodel.dataset import ProgramDataset
 from costmodel.features import featurize_task
-from costmodel.mamba import load_ranker, pad_tokens
+from costmodel.mamba import load_ranker
 from costmodel.metrics import pairwise_accuracy, task_mean_top1, top_k_score
 from costmodel.mlp import MLPConfig, predict_mlp, train_mlp
 from costmodel.splits import split_by_network, tasks_of
 from costmodel.tokenize import MAX_TOKENS
-from costmodel.train import TaskData, load_tasks
+from costmodel.train import TaskData, load_tasks, score_task
 
 Scorer = Callable[[TaskData], np.ndarray]
 
 
-def mamba_scorer(weights: Path, max_tokens: int = MAX_TOKENS) -> Scorer:
+def mamba_scorer(weights: Path, ds: ProgramDataset | None = None, max_tokens: int = MAX_TOKENS) -> Scorer:
+    """The ranker at `weights`; one that reads per-store features gets them from `ds`'s feature cache."""
     model = load_ranker(weights)
 
-    @torch.no_grad()
     def score(task: TaskData) -> np.ndarray:
-        out = []
-        for i in range(0, len(task.tokens), 512):
-            kind, num, mask = pad_tokens(task.tokens[i:i + 512])
-            out.append(model(kind[:, :max_tokens], num[:, :max_tokens], mask[:, :max_tokens]).numpy())
-        return np.concatenate(out)
+        if model.cfg.store_features and task.stores is None:
+            task = dataclasses.replace(task, stores=_program_rows(ds, task))
+        return score_task(model, task, max_tokens)
 
     return score
 
@@ -140,7 +138,7 @@ def compare(data: str | Path, weights: Path | None = None, baselines: bool = Tru
     TVM's XGBoost and MLP recipes trained on the same training split, on the held-out networks (`evaluate`)."""
     scorers = {"random": random_scorer()}
     if weights:
-        scorers["mamba"] = mamba_scorer(weights)
+        scorers["mamba"] = mamba_scorer(weights, ProgramDataset(data))
     if baselines:
         ds = ProgramDataset(data)
         train_tasks = load_tasks(ds, tasks_of(split_by_network(ds)["train"]))

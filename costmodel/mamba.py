@@ -4,8 +4,14 @@ Plain PyTorch, no TVM. The block follows Mamba (Gu & Dao 2023) and mamba-minimal
 causal depthwise conv on x, input-dependent delta, B, C (the "selective" part), the selective scan, gating by
 silu(z), out-projection, residual with RMSNorm. Scores pool the last layer over the program's tokens.
 
-Glossary: b programs, l tokens (trace instructions), d model width, e inner width (expand * d), n state size,
-k conv width, r rank of the delta projection, f numeric features per token.
+With `store_features` (164, MetaSchedule's PerStoreFeature width), each program's sequence is its trace tokens
+followed by one token per buffer store of the scheduled program, carrying that store's feature row: the trace says
+how the program was scheduled, the stores what the schedule produced (loop extents, vector widths, bytes touched,
+arithmetic intensity), which is what XGBoost ranks from (TLP and TenSet's two lines, joined). The scan reads the
+stores after the whole trace.
+
+Glossary: b programs, l tokens (trace instructions, then stores), d model width, e inner width (expand * d),
+n state size, k conv width, r rank of the delta projection, f numeric features per token, s store features.
 """
 
 from __future__ import annotations
@@ -13,12 +19,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from costmodel.scan import selective_scan
-from costmodel.tokenize import KINDS, NUM_FEATURES
+from costmodel.tokenize import KINDS, MAX_TOKENS, NUM_FEATURES, STORE_KIND
 from kdcompile.files import atomic_path
 
 
@@ -31,6 +38,7 @@ class MambaConfig:
     d_conv: int = 4
     vocab: int = len(KINDS)
     num_features: int = NUM_FEATURES
+    store_features: int = 0  # 0: trace tokens only; 164: per-store feature rows join as tokens (module docstring)
 
     @property
     def d_inner(self) -> int:
@@ -80,16 +88,21 @@ class MambaRanker(nn.Module):
         self.cfg = cfg
         self.kind = nn.Embedding(cfg.vocab, cfg.d_model)
         self.num = nn.Linear(cfg.num_features, cfg.d_model)
+        self.store = nn.Linear(cfg.store_features, cfg.d_model) if cfg.store_features else None
         self.blocks = nn.ModuleList(MambaBlock(cfg) for _ in range(cfg.n_layers))
         self.norms = nn.ModuleList(RMSNorm(cfg.d_model) for _ in range(cfg.n_layers))
         self.norm_f = RMSNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, 1)
 
-    def forward(self, kind: torch.Tensor, num: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """kind (b, l) int, num (b, l, f), mask (b, l) bool (False = padding) -> scores (b,).
+    def forward(self, kind: torch.Tensor, num: torch.Tensor, mask: torch.Tensor,
+                store: torch.Tensor | None = None) -> torch.Tensor:
+        """kind (b, l) int, num (b, l, f), mask (b, l) bool (False = padding), store (b, l, s) for a model with
+        store features (zero on trace tokens) -> scores (b,).
 
         Padding sits at the end of each sequence, so the causal scan never mixes it into real tokens."""
         x = self.kind(kind) + self.num(num)  # (b, l, d)
+        if self.store is not None:
+            x = x + self.store(store)
         for block, norm in zip(self.blocks, self.norms):
             x = x + block(norm(x))
         x = self.norm_f(x)
@@ -109,7 +122,7 @@ def save_ranker(model: MambaRanker, path) -> None:
 def load_ranker(path) -> MambaRanker:
     """A ranker saved by `save_ranker` (or by training), in eval mode."""
     blob = torch.load(path, weights_only=True)
-    model = MambaRanker(MambaConfig(**blob["config"]))
+    model = MambaRanker(MambaConfig(**blob["config"]))  # weights saved before store features default to none
     model.load_state_dict(blob["state"])
     return model.eval()
 
@@ -127,3 +140,22 @@ def pad_tokens(seqs: list[tuple], max_len: int | None = None) -> tuple[torch.Ten
         num[i, :m] = torch.as_tensor(n[:m])
         mask[i, :m] = True
     return kind, num, mask
+
+
+def model_inputs(cfg: MambaConfig, tokens: list[tuple], stores: list[np.ndarray] | None = None,
+                 max_tokens: int = MAX_TOKENS) -> dict[str, torch.Tensor]:
+    """The keyword inputs of MambaRanker.forward for a batch of programs: each trace cut to `max_tokens`, then,
+    for a model with store features, its per-store rows (n_stores, s) appended as tokens of kind STORE_KIND."""
+    cut = [(k[:max_tokens], n[:max_tokens]) for k, n in tokens]
+    if not cfg.store_features:
+        kind, num, mask = pad_tokens(cut)
+        return {"kind": kind, "num": num, "mask": mask}
+    if stores is None:
+        raise ValueError("this ranker reads per-store features: pass each program's rows")
+    joined = [(np.concatenate([k, np.full(len(r), STORE_KIND)]),
+               np.concatenate([n, np.zeros((len(r), n.shape[1]), np.float32)])) for (k, n), r in zip(cut, stores)]
+    kind, num, mask = pad_tokens(joined)
+    store = torch.zeros(len(cut), kind.shape[1], cfg.store_features)
+    for i, ((k, _), r) in enumerate(zip(cut, stores)):
+        store[i, len(k):len(k) + len(r)] = torch.as_tensor(r)
+    return {"kind": kind, "num": num, "mask": mask, "store": store}

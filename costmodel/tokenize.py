@@ -31,8 +31,10 @@ KINDS = [
     "Unannotate:meta_schedule.parallel", "Unannotate:meta_schedule.vectorize",
     "Unannotate:meta_schedule.unroll_explicit", "Unannotate:meta_schedule.tiling_structure",
     "Unannotate:meta_schedule.random_compute_producer",
+    "<store>",  # not an instruction: a buffer store of the scheduled program (costmodel.mamba, store features)
 ]
 KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
+STORE_KIND = KIND_INDEX["<store>"]
 DECISION_SLOTS, ATTR_SLOTS, INPUT_SLOTS = 6, 2, 2
 NUM_FEATURES = DECISION_SLOTS + ATTR_SLOTS + INPUT_SLOTS + 2  # + number of inputs, block index
 # Longer traces are cut to their first MAX_TOKENS instructions before the ranker sees them (bounds the scan's length).

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from costmodel.mamba import MambaConfig, MambaRanker
+from costmodel.mamba import MambaConfig, MambaRanker, model_inputs
 from costmodel.online import MambaScorer
 from costmodel.tokenize import tokenize
 from kdcompile.tvm_layer.cost_models import TimedCostModel, TraceRankerCostModel
@@ -20,19 +20,25 @@ from kdcompile.tvm_layer.target import host_target
 pytestmark = pytest.mark.slow
 
 
-def test_mamba_cost_model_tunes_a_matmul_and_round_trips(tmp_path):
+@pytest.mark.parametrize("store_features", [0, 164])
+def test_mamba_cost_model_tunes_a_matmul_and_round_trips(tmp_path, store_features):
     from kdcompile.export import INPUT_NAME, to_onnx
 
     to_onnx(torch.nn.Linear(64, 64).eval(), torch.zeros(16, 64), tmp_path / "linear.onnx", opset=18)
     target = host_target(2)
     mod = lower(import_onnx(tmp_path / "linear.onnx", INPUT_NAME, (16, 64)), target)
-    scorer = MambaScorer(MambaRanker(MambaConfig(d_model=16, n_layers=1, d_state=4)), steps_per_update=2)
+    scorer = MambaScorer(MambaRanker(MambaConfig(d_model=16, n_layers=1, d_state=4, store_features=store_features)),
+                         steps_per_update=2, update_every=1)
     calls = {"predict": 0}
     real_predict = scorer.predict
 
-    def counting_predict(traces):
+    def counting_predict(traces, stores=None):
         calls["predict"] += 1
-        scores = real_predict(traces)
+        # a joined model gets each candidate's per-store rows from the adapter, a tokens-only one none
+        assert (stores is not None) == bool(store_features)
+        if stores is not None:
+            assert len(stores) == len(traces) and all(r.shape[1] == 164 for r in stores)
+        scores = real_predict(traces, stores)
         assert scores.shape == (len(traces),) and np.isfinite(scores).all()
         return scores
 
@@ -40,7 +46,7 @@ def test_mamba_cost_model_tunes_a_matmul_and_round_trips(tmp_path):
     timed = TimedCostModel(TraceRankerCostModel(scorer))
     ran = tune(mod, target, tmp_path / "work", num_trials=8, cost_model=timed, population=32)
     assert 0 < ran <= 8 and calls["predict"] > 0  # the budget is a ceiling
-    assert len(scorer.seen) > 0  # update() received the measured programs
+    assert len(scorer.seen) > 0 and scorer.rounds > 0  # update() received the measured programs and learned
     assert timed.seconds > 0
 
     # the fast trace conversion the adapter uses equals TVM's own, on every program of the run
@@ -73,4 +79,7 @@ def test_mamba_cost_model_tunes_a_matmul_and_round_trips(tmp_path):
         assert np.array_equal(k1, k3) and np.array_equal(n1, n3)
     scorer.save(tmp_path / "m.pt")
     again = MambaScorer.load(tmp_path / "m.pt")
-    assert np.array_equal(real_predict(traces), again.predict(traces))
+    seen = scorer.seen[:4]
+    inputs = model_inputs(scorer.model.cfg, [s[1] for s in seen], [s[2] for s in seen] if store_features else None)
+    with torch.no_grad():
+        assert torch.equal(scorer.model.eval()(**inputs), again.model(**inputs))

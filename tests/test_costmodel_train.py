@@ -116,3 +116,64 @@ def test_distillation_pulls_a_small_ranker_to_its_teacher(tmp_path):
     res = evaluate(ds.root, {"teacher": mamba_scorer(tmp_path / "teacher.pt"), "kd": mamba_scorer(tmp_path / "kd.pt")})
     assert res["teacher"]["pairwise"] > 0.9
     assert res["kd"]["pairwise"] > 0.8  # learned the ranking from the teacher's scores only
+
+
+def test_validation_keeps_the_best_step_and_says_which(tmp_path):
+    from costmodel.mamba import load_ranker
+    from costmodel.train import load_tasks, ranking_metrics
+
+    ds = _dataset(tmp_path / "ds")
+    cfg = TrainConfig(model=MambaConfig(d_model=8, n_layers=1, d_state=2), steps=60, tasks_per_batch=3,
+                      programs_per_task=7, lr=1e-2, validate_every=10, checkpoint_every=30)
+    info = train(ds.root, tmp_path / "m.pt", cfg, task_hashes=["t0", "t1", "t2", "t3"],
+                 validation_hashes=["t4", "t5"])
+    curve = info["validation"]
+    assert [c["step"] for c in curve] == [10, 20, 30, 40, 50, 60]
+    best = max(curve, key=lambda c: c["task_mean_top1"])  # the first of equals
+    assert info["kept_step"] == best["step"]
+    again = ranking_metrics(load_ranker(tmp_path / "m.pt"), load_tasks(ds, ["t4", "t5"]))
+    assert again["task_mean_top1"] == pytest.approx(best["task_mean_top1"])
+    assert again["pairwise"] == pytest.approx(best["pairwise"])
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    from costmodel.train import learning_rate
+
+    cfg = TrainConfig(steps=100, lr=1.0, warmup_steps=10)
+    lrs = [learning_rate(cfg, s) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and max(lrs) <= 1.0
+    assert all(b >= a for a, b in zip(lrs[:9], lrs[1:10]))  # warm-up rises
+    assert all(b <= a for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 0.01  # cosine falls to ~0
+    assert learning_rate(TrainConfig(steps=100, lr=1.0, warmup_steps=10, schedule="constant"), 50) == 1.0
+
+
+def test_joined_ranker_learns_from_store_rows_the_tokens_do_not_carry(tmp_path):
+    """Latency follows a per-store feature, tile decisions are noise: only a ranker that reads store rows can
+    rank. The store rows are written into the feature cache as the TVM featuriser would leave them."""
+    from costmodel.features import featurize_task
+
+    rng = np.random.default_rng(0)
+    ds = ProgramDataset(tmp_path / "ds")
+    for t in range(8):
+        f = ds.task(f"t{t}")
+        f.create({"task_hash": f"t{t}", "task_name": "x", "workload": ["0", ""], "args_info": [], "target": {}})
+        speed = rng.permutation(8) + 1
+        f.append([{"trace": _trace(int(a), 64 // int(a)), "run_secs": [1e-3 / s, 1e-3 / s], "error": None,
+                   "source": "random", "fp": None, "ts": 0.0, "load": 0.0}
+                  for a, s in zip([1, 2, 4, 8, 16, 32, 64, 3], speed)])
+        cached = featurize_task(ds, f"t{t}", with_store_features=False)
+        rows = [np.zeros((2, 164), np.float32) for _ in speed]
+        for r, s in zip(rows, speed):
+            r[:, 7] = np.log2(s)  # the "feature" that sets the speed
+        cached["psf"], cached["psf_offsets"] = np.concatenate(rows), np.arange(0, 17, 2)
+        np.savez_compressed(ds.root / "features" / f"t{t}.npz", **cached)
+    ds.add_network("resnet18@b1", {"network": "resnet18", "tasks": {f"t{t}": 1 for t in range(6)}})
+    ds.add_network("resnet50@b1", {"network": "resnet50", "tasks": {"t6": 1, "t7": 1}})
+    results = {}
+    for store_features in (0, 164):
+        cfg = TrainConfig(model=MambaConfig(d_model=16, n_layers=1, d_state=4, store_features=store_features),
+                          steps=150, tasks_per_batch=4, programs_per_task=8, lr=1e-2, warmup_steps=10)
+        train(ds.root, tmp_path / f"m{store_features}.pt", cfg)
+        scorer = mamba_scorer(tmp_path / f"m{store_features}.pt", ds)
+        results[store_features] = evaluate(ds.root, {"m": scorer})["m"]["pairwise"]
+    assert results[164] > 0.8 and results[164] > results[0] + 0.3, results

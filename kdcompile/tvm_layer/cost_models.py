@@ -60,10 +60,17 @@ def builtin(name: str):
 class TraceRankerCostModel(ms.cost_model.PyCostModel):
     """MetaSchedule's cost-model slot filled by a ranker of trace JSON (costmodel.online.MambaScorer, say): an
     object with predict(traces) -> scores, update(task, traces, seconds), save(path) and a classmethod load(path).
-    This class only converts candidates to trace JSON and results to seconds."""
+    This class only converts candidates to trace JSON (and, for a scorer that `wants_stores`, to MetaSchedule's
+    per-store feature rows, the ones XGBoost reads) and results to seconds."""
 
     def __init__(self, scorer):
         self.scorer = scorer
+        self.extractor = ms.feature_extractor.PerStoreFeature()
+
+    def _stores(self, context, candidates) -> list[np.ndarray] | None:
+        if not getattr(self.scorer, "wants_stores", False):
+            return None
+        return [f.numpy() for f in self.extractor.extract_from(context, candidates)]
 
     def load(self, path: str) -> None:
         self.scorer = type(self.scorer).load(path)
@@ -74,10 +81,12 @@ class TraceRankerCostModel(ms.cost_model.PyCostModel):
     def update(self, context, candidates, results) -> None:
         seconds = [mean_seconds([float(s) for s in r.run_secs]) if r.error_msg is None and r.run_secs is not None
                    else None for r in results]
-        self.scorer.update(str(context.task_name), [trace_json(c.sch.trace) for c in candidates], seconds)
+        self.scorer.update(str(context.task_name), [trace_json(c.sch.trace) for c in candidates], seconds,
+                           self._stores(context, candidates))
 
     def predict(self, context, candidates) -> np.ndarray:
-        return self.scorer.predict([trace_json(c.sch.trace) for c in candidates]).astype("float64")
+        traces = [trace_json(c.sch.trace) for c in candidates]
+        return self.scorer.predict(traces, self._stores(context, candidates)).astype("float64")
 
 
 @derived_object
