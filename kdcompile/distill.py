@@ -13,6 +13,7 @@ from torch import nn
 
 from kdcompile.data import DistillData, data_source, load_dataset
 from kdcompile.errors import KdError
+from kdcompile.hf import not_built_yet
 from kdcompile.files import atomic_path, file_sha256
 from kdcompile.machine import cores
 from kdcompile.load import LoadedModel, check_input_shape, import_factory, load_model
@@ -158,6 +159,8 @@ def distill(spec: TeacherSpec, run_dir: Path, cfg: DistillConfig = DistillConfig
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads or cores())
     teacher = spec.load()
+    if teacher.hf is not None:
+        raise not_built_yet(spec.path, teacher.hf, "distill")
     if teacher.kind == "exported_program":
         teacher = batched(teacher)
     data_name = cfg.data or teacher.meta.get("dataset")

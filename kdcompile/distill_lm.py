@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from kdcompile.checkpoint import Checkpoint, save_due
 from kdcompile.errors import KdError
+from kdcompile.hf import not_built_yet
 from kdcompile.lm import CharData, char_lm, evaluate_lm, pydoc_text, sample_continuations, text_file
 from kdcompile.load import load_model, save_checkpoint
 from kdcompile.losses import LOSSES, hpd, reverse_kl, tip_select
@@ -114,6 +115,8 @@ def distill_lm(teacher_path: Path, out: Path, cfg: LMDistillConfig = LMDistillCo
     if cfg.method not in METHODS:
         raise KdError(f"Unknown LM distillation method '{cfg.method}': choose one of {', '.join(METHODS)}.")
     loaded = load_model(teacher_path)
+    if loaded.hf is not None:
+        raise not_built_yet(teacher_path, loaded.hf, "distill-lm")
     if loaded.meta.get("arch") != "kdcompile.lm:char_lm":
         raise KdError(f"{teacher_path} is not a kdcompile char-LM checkpoint (kdcompile example char-lm).")
     source = loaded.meta.get("dataset", "pydoc")

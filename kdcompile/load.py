@@ -5,7 +5,9 @@ Accepted, detected from the file's contents rather than its name:
 - an ExportedProgram (`torch.export.save`, usually `.pt2`),
 - a kdcompile checkpoint: `{"kdcompile_checkpoint": 1, "arch": "pkg.mod:factory", "arch_kwargs": {...}, "state_dict": ...}`,
 - a plain `state_dict`, with `arch="pkg.mod:factory"`,
-- a fully pickled `nn.Module`, only with `trust_pickle=True`: unpickling runs whatever code the file names.
+- a fully pickled `nn.Module`, only with `trust_pickle=True`: unpickling runs whatever code the file names;
+- a Hugging Face folder (config.json and weights; a sentence-transformers folder too) or a GGUF file: loaded through
+  transformers by kdcompile.hf, which builds the model from transformers' own classes and runs no code from them.
 
 Everything but the last is read with `torch.load(weights_only=True)` or the TorchScript/export readers, which run
 no code from the file. A checkpoint may name its own architecture only from the registry ARCHITECTURES, with
@@ -27,8 +29,9 @@ from torch import nn
 
 from kdcompile.errors import KdError
 from kdcompile.files import atomic_path
+from kdcompile.hf import HFModel, load_gguf, load_hf
 
-Kind = Literal["torchscript", "exported_program", "checkpoint", "state_dict", "pickle"]
+Kind = Literal["torchscript", "exported_program", "checkpoint", "state_dict", "pickle", "hf_folder", "gguf"]
 CHECKPOINT_KEY = "kdcompile_checkpoint"
 
 
@@ -40,6 +43,7 @@ class LoadedModel:
     kind: Kind
     input_shape: tuple[int, ...] | None = None
     meta: dict = field(default_factory=dict)
+    hf: HFModel | None = None  # a Hugging Face folder or GGUF file: the model's kind, tokenizer and pooling
 
     @property
     def is_eager(self) -> bool:
@@ -129,7 +133,14 @@ def load_model(path: str | Path, arch: str | None = None, trust_pickle: bool = F
     if not path.exists():
         raise KdError(f"No such file: {path}.")
     if path.is_dir():
-        raise KdError(f"{path} is a folder; give the model file itself.")
+        if not any((path / name).is_file() for name in ("config.json", "modules.json")):
+            raise KdError(f"{path} is a folder; give the model file itself, or a Hugging Face model folder "
+                          "(config.json and weights).")
+        return _from_hf(load_hf(path), "hf_folder")
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic == b"GGUF":
+        return _from_hf(load_gguf(path), "gguf")
     kind = _archive_kind(path)
     try:
         if kind == "torchscript":
@@ -157,6 +168,10 @@ def load_model(path: str | Path, arch: str | None = None, trust_pickle: bool = F
         damaged = path.read_bytes()[:2] == b"PK"
         raise KdError(f"{path} {'is truncated or corrupted' if damaged else 'is not a PyTorch model file'}.")
     return _from_object(obj, path, arch)
+
+
+def _from_hf(hf: HFModel, kind: Kind) -> LoadedModel:
+    return LoadedModel(hf.model, kind, meta={"model_kind": hf.kind}, hf=hf)
 
 
 def _from_object(obj, path: Path, arch: str | None) -> LoadedModel:

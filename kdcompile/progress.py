@@ -12,9 +12,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 console = Console(stderr=True)
 
 
+def quiet() -> bool:
+    """No progress bars: stderr is not a terminal, or KDCOMPILE_QUIET is set."""
+    return bool(os.environ.get("KDCOMPILE_QUIET")) or not sys.stderr.isatty()
+
+
 def progress() -> Progress:
-    """A rich Progress for long work; it draws nothing when stderr is not a terminal or KDCOMPILE_QUIET is set."""
-    quiet = bool(os.environ.get("KDCOMPILE_QUIET")) or not sys.stderr.isatty()
+    """A rich Progress for long work; it draws nothing when `quiet()`."""
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                    console=console, disable=quiet)
+                    console=console, disable=quiet())
