@@ -22,10 +22,10 @@ def torch_call(module: torch.nn.Module, x: np.ndarray, threads: int) -> Callable
 
 
 def onnxruntime_call(onnx_path: Path, x: np.ndarray, threads: int) -> Callable[[], object]:
-    from kdcompile.export import INPUT_NAME, ort_session
+    from kdcompile.export import ort_session
 
     sess = ort_session(onnx_path, threads)
-    feed = {INPUT_NAME: x}
+    feed = {sess.get_inputs()[0].name: x}  # the model's one input, whatever its name (an ONNX file of your own)
     return lambda: sess.run(None, feed)
 
 

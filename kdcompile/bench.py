@@ -1,10 +1,14 @@
 """Stage 4, bench (`kdcompile bench`): latency of teacher and student on every backend they were built for, plus
-the accuracy and size figures of the earlier stages, in report.json and report.md."""
+the accuracy and size figures of the earlier stages, in report.json and report.md.
+
+A run made for an ONNX file (kdcompile/onnx_input.py; `kdcompile bench model.onnx` makes one) has one model and no
+PyTorch module or data: it is timed in onnxruntime and, once tuned, TVM, and the report has no accuracy figures."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -15,8 +19,9 @@ from kdcompile.timing import TimingConfig, measure
 from kdcompile.errors import KdError
 from kdcompile.files import file_sha256, write_text
 from kdcompile.machine import cores, machine_info
+from kdcompile.onnx_input import run_folder
 from kdcompile.progress import console, progress
-from kdcompile.rundir import MODELS, RunDir
+from kdcompile.rundir import MODEL, RunDir
 
 
 @dataclass
@@ -40,23 +45,31 @@ def vouched_build(run: RunDir, model: str, tuned: dict) -> bool:
     return ok
 
 
-def bench(run_dir, cfg: BenchConfig = BenchConfig()) -> dict:
-    """Time every (model, backend) pair the run folder has files for; write report.json and report.md."""
+def bench(run_dir, cfg: BenchConfig = BenchConfig(), *, out: Path | None = None,
+          input_shape: tuple[int, ...] | None = None) -> dict:
+    """Time every (model, backend) pair the run folder has files for; write report.json and report.md.
+
+    `run_dir` may be an ONNX file: its run folder is found or made as `tune` does (onnx_input.run_folder)."""
     from kdcompile.export import load_run_models
 
-    run = RunDir(run_dir)
-    distilled = run.read_json("distill.json", needed_by="distill")
+    run = RunDir(run_folder(run_dir, out, input_shape))
+    held = run.models()
+    main = MODEL if held == (MODEL,) else "student"  # the model the report is about
+    distilled = run.read_json("distill.json", needed_by="distill") if main == "student" else None
     exported = run.read_json("export.json", needed_by="export")
     tuned = run.read_json("tune.json") if (run.root / "tune.json").exists() else {}
     shape = tuple(exported["input_shape"])
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    models = load_run_models(run)
+    models = load_run_models(run) if distilled is not None else {}  # PyTorch modules: a distilled run's only
     threads = cfg.threads or cores()
     sources = {"torch": lambda m: models[m].module, "onnxruntime": lambda m: run.onnx(m),
                "tvm": lambda m: run.tvm_lib(m)}
-    jobs = [(m, b) for m in MODELS for b in BACKENDS if b == "torch" or (b == "onnxruntime" and run.onnx(m).exists())
-            or (b == "tvm" and vouched_build(run, m, tuned))]
-    latency: dict[str, dict] = {m: {} for m in MODELS}
+    if not run.tvm_lib(main).exists():
+        console.print(f"[yellow]{main}: no TVM build to time yet; `kdcompile tune {run.root}` makes one (--trials 0: "
+                      "default schedules, no search).[/]")
+    jobs = [(m, b) for m in held for b in BACKENDS if (b == "torch" and m in models)
+            or (b == "onnxruntime" and run.onnx(m).exists()) or (b == "tvm" and vouched_build(run, m, tuned))]
+    latency: dict[str, dict] = {m: {} for m in held}
     load_before = os.getloadavg()[0]
     with progress() as bar:
         task = bar.add_task("benchmark", total=len(jobs), info="")
@@ -64,34 +77,39 @@ def bench(run_dir, cfg: BenchConfig = BenchConfig()) -> dict:
             bar.update(task, info=f"{m} / {b}")
             latency[m][b] = measure(BACKENDS[b](sources[b](m), x, threads), cfg.timing)
             bar.update(task, advance=1)
-    if not latency["student"]:
-        raise KdError("Nothing to benchmark for the student.")
-    fastest = {m: min(latency[m], key=lambda b: latency[m][b]["p50"]) for m in MODELS}
-    report = {
-        "machine": machine_info(threads) | {"load_avg_1min_before": load_before},
-        "dataset": distilled["dataset"],
-        "teacher": {k: distilled["teacher"][k] for k in ("accuracy", "flops", "parameters")},
-        "student": {k: distilled["student"][k] for k in ("accuracy", "flops", "parameters", "agreement")},
-        "kept": distilled.get("kept"),  # what the student kept of the teacher (None: distilled by an older kdcompile)
-        "augmentation": distilled.get("augmentation"),
-        "parity": {"onnx_max_abs": exported["student"]["onnx_max_abs"],
-                   "tvm_max_abs": tuned.get("student", {}).get("tvm_max_abs"),
+    if not latency[main]:
+        raise KdError(f"Nothing to benchmark for the {main}.")
+    fastest = {m: min(latency[m], key=lambda b: latency[m][b]["p50"]) for m in held if latency[m]}
+    report = {"machine": machine_info(threads) | {"load_avg_1min_before": load_before}}
+    if distilled is not None:
+        report |= {
+            "dataset": distilled["dataset"],
+            "teacher": {k: distilled["teacher"][k] for k in ("accuracy", "flops", "parameters")},
+            "student": {k: distilled["student"][k] for k in ("accuracy", "flops", "parameters", "agreement")},
+            "kept": distilled.get("kept"),  # what the student kept of the teacher (None: an older kdcompile's run)
+            "augmentation": distilled.get("augmentation"),
+        }
+    else:  # the ONNX file the run was made for, and its input
+        report |= {"source": exported["source"] | {"input_name": exported["input_name"], "input_shape": list(shape)}}
+    report |= {
+        "parity": {"onnx_max_abs": exported[main]["onnx_max_abs"],
+                   "tvm_max_abs": tuned.get(main, {}).get("tvm_max_abs"),
                    "per_model": {m: {"onnx_max_abs": exported[m]["onnx_max_abs"],
-                                     "tvm_max_abs": tuned.get(m, {}).get("tvm_max_abs")} for m in MODELS}},
+                                     "tvm_max_abs": tuned.get(m, {}).get("tvm_max_abs")} for m in held}},
         "latency_ms": latency,
         "fastest_backend": fastest,
         "tuning": {m: {k: tuned[m].get(k) for k in ("tasks", "trials", "tuning_s", "layout", "layout_ms")}
-                   for m in MODELS if m in tuned}
+                   for m in held if m in tuned}
                   | ({"cost_model": tuned["config"]["cost_model"], "target": tuned["target"]} if tuned else {}),
         "timing_protocol": asdict(cfg.timing),
     }
-    student_tvm, best_other = latency["student"].get("tvm"), None
-    if student_tvm:
-        others = {b: v["p50"] for b, v in latency["student"].items() if b != "tvm"}
+    main_tvm = latency[main].get("tvm")
+    others = {b: v["p50"] for b, v in latency[main].items() if b != "tvm"}
+    if main_tvm and others:
         best_other = min(others, key=others.get)
-        report["tvm_vs_best_other"] = {"backend": best_other, "ratio_p50": student_tvm["p50"] / others[best_other]}
+        report["tvm_vs_best_other"] = {"backend": best_other, "ratio_p50": main_tvm["p50"] / others[best_other]}
     run.write_json("report.json", report)
-    curves = {m: tuned[m]["curve_ms"] for m in MODELS if tuned.get(m, {}).get("curve_ms")}
+    curves = {m: tuned[m]["curve_ms"] for m in held if tuned.get(m, {}).get("curve_ms")}
     render_png(report, curves, run.root / "report.png")
     write_text(run.root / "report.md", render_markdown(report) + "\n![report](report.png)\n")
     print_table(report)

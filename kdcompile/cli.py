@@ -58,7 +58,8 @@ LayoutOpt = typer.Option("auto", "--layout", help="Activation layout of convolut
                           "nhwc (channels-last; ReLU6 and other elementwise ops follow) or auto: build both with "
                           "default schedules, time them, tune the faster (a resumed run keeps its layout). Which is "
                           "faster depends on the model: MobileNet-V2 in each, bench/results/e2e/README.md.")
-ModelsOpt = typer.Option("student,teacher", "--models", help="Which models to tune: student, teacher or both.")
+ModelsOpt = typer.Option(None, "--models", help="Which models to tune: student, teacher or both (default: every "
+                         "model of the run; a run made for an ONNX file has one, named model).")
 AugmentOpt = typer.Option(None, "--augment-pixels", help="Shift image inputs randomly by up to this many pixels "
                           "while distilling (default: 2 on the built-in mnist5k, off for other data); refused when "
                           "it lowers the teacher's own held-out accuracy by more than 2 points.")
@@ -107,7 +108,7 @@ LossOpt.callback = _one_of(_losses, "loss")
 CostOpt.callback = _one_of(lambda: plugins.names(plugins.COST_MODELS), "cost model")
 DefaultsOpt.callback = _one_of(lambda: plugins.names(plugins.PICKERS), "default-schedule picker")
 LayoutOpt.callback = _one_of(lambda: ("auto", "nchw", "nhwc"), "layout")
-ModelsOpt.callback = _one_of(lambda: ("student", "teacher"), "model")
+ModelsOpt.callback = _one_of(lambda: ("student", "teacher", "model"), "model")
 StudentOpt.callback = _student
 ThreadsOpt = typer.Option(0, "--threads", help="Cores to use: to train with, compile for and time with (0: the cores "
                           "this process may use; the report and the tuning target name the count).")
@@ -120,7 +121,9 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 
 
 def _run_dir(out: Optional[Path], model: Path) -> Path:
-    return out or Path("runs") / model.stem
+    from kdcompile.rundir import default_root
+
+    return out or default_root(model)
 
 
 def _spec(model: Path, arch, trust_pickle, input_shape):
@@ -156,7 +159,7 @@ def _tune_cfg(ctx: typer.Context, config: Optional[Path]):
     from kdcompile.config import build
     from kdcompile.tune import TuneConfig
 
-    cli = dict(ctx.params, models=tuple(m.strip() for m in ctx.params["models"].split(",") if m.strip()))
+    cli = dict(ctx.params, models=tuple(m.strip() for m in (ctx.params["models"] or "").split(",") if m.strip()))
     return build(TuneConfig, _section(config, "tune"), cli, _explicit(ctx))
 
 
@@ -218,23 +221,45 @@ def export(ctx: typer.Context, run_dir: Path = typer.Argument(..., help="Run fol
     run(run_dir, _export_cfg(ctx, config))
 
 
+# `tune` and `bench` of an ONNX file you already have (kdcompile/onnx_input.py)
+OnnxOutOpt = typer.Option(None, "--out", "-o", help="For an ONNX file: its run folder (default: runs/<file name>); "
+                          "a rerun finds it and resumes.")
+OnnxShapeOpt = typer.Option(None, "--input-shape", help="For an ONNX file whose input has open dimensions: the "
+                            "shape to compile for, e.g. 1,3,224,224 (default: the graph's own; a rerun keeps it).")
+_SOURCE_HELP = ("Run folder written by {by}, or an ONNX model file (told by its contents): a run folder is made for "
+                "it (--out) and it is {what} as it is, without distillation.")
+
+
+def _shape(text: Optional[str]):
+    from kdcompile.load import parse_shape
+
+    return parse_shape(text) if text else None
+
+
 @app.command()
-def tune(ctx: typer.Context, run_dir: Path = typer.Argument(..., help="Run folder written by export."),
+def tune(ctx: typer.Context,
+         run_dir: Path = typer.Argument(..., metavar="RUN_DIR|MODEL.onnx",
+                                        help=_SOURCE_HELP.format(by="export", what="tuned")),
          trials: int = TrialsOpt, cost_model: str = CostOpt, defaults: str = DefaultsOpt, layout: str = LayoutOpt,
-         models: str = ModelsOpt, threads: int = ThreadsOpt, config: Optional[Path] = ConfigOpt) -> None:
-    """Stage 3: import into TVM Relax, tune with MetaSchedule for this CPU, compile, check against onnxruntime."""
+         models: Optional[str] = ModelsOpt, threads: int = ThreadsOpt, out: Optional[Path] = OnnxOutOpt,
+         input_shape: Optional[str] = OnnxShapeOpt, config: Optional[Path] = ConfigOpt) -> None:
+    """Stage 3: import into TVM Relax, tune with MetaSchedule for this CPU, compile, check against onnxruntime.
+    Also takes an ONNX file you already have: `kdcompile tune model.onnx`."""
     from kdcompile.tune import tune as run
 
-    run(run_dir, _tune_cfg(ctx, config))
+    run(run_dir, _tune_cfg(ctx, config), out=out, input_shape=_shape(input_shape))
 
 
 @app.command()
-def bench(run_dir: Path = typer.Argument(..., help="Run folder written by the earlier stages."),
-          threads: int = ThreadsOpt) -> None:
-    """Stage 4: latency of teacher and student per backend (p50/p90/p99, batch 1); writes report.*."""
+def bench(run_dir: Path = typer.Argument(..., metavar="RUN_DIR|MODEL.onnx",
+                                         help=_SOURCE_HELP.format(by="the earlier stages", what="timed")),
+          threads: int = ThreadsOpt, out: Optional[Path] = OnnxOutOpt,
+          input_shape: Optional[str] = OnnxShapeOpt) -> None:
+    """Stage 4: latency of teacher and student per backend (p50/p90/p99, batch 1); writes report.*. Also takes an
+    ONNX file (`kdcompile bench model.onnx`): onnxruntime, and TVM once `kdcompile tune` has built it."""
     from kdcompile.bench import BenchConfig, bench as run
 
-    run(run_dir, BenchConfig(threads=threads))
+    run(run_dir, BenchConfig(threads=threads), out=out, input_shape=_shape(input_shape))
 
 
 @app.command("distill-and-tune")
@@ -245,7 +270,7 @@ def distill_and_tune(ctx: typer.Context, model: Path = typer.Argument(..., help=
                      temperature: float = TempOpt, alpha: float = AlphaOpt, loss: str = LossOpt,
                      augment_pixels: Optional[float] = AugmentOpt, min_kept: float = MinKeptOpt,
                      trials: int = TrialsOpt, cost_model: str = CostOpt, defaults: str = DefaultsOpt,
-                     layout: str = LayoutOpt, models: str = ModelsOpt, threads: int = ThreadsOpt,
+                     layout: str = LayoutOpt, models: Optional[str] = ModelsOpt, threads: int = ThreadsOpt,
                      force: bool = ForceOpt, config: Optional[Path] = ConfigOpt) -> None:
     """The main job: distill, export, tune and bench in one run folder. Rerunning resumes (student and tuning
     database are reused)."""

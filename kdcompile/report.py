@@ -1,10 +1,14 @@
-"""Rendering a run's report: markdown for the run folder, a rich table for the terminal."""
+"""Rendering a run's report: markdown for the run folder, a rich table for the terminal.
+
+A distilled run's report is about the student, and leads with what it kept of the teacher; a run made for an
+ONNX file has one model (rundir.MODEL) and no accuracy figures."""
 
 from __future__ import annotations
 
 from rich.table import Table
 
 from kdcompile.progress import console
+from kdcompile.rundir import MODEL
 
 
 def _fmt(v, spec: str) -> str:
@@ -27,32 +31,52 @@ def _kept_lines(r: dict) -> list[str]:
             + (f"random shifts of up to {shift:g} pixels." if shift else "none."), ""]
 
 
-def render_markdown(r: dict) -> str:
+def main_model(r: dict) -> str:
+    """The model a report is about: a distilled run's student, or the one model of an ONNX file's run."""
+    return "student" if "student" in r else MODEL
+
+
+def _machine(r: dict) -> str:
+    return (f"Machine: {r['machine']['cpu']}, {r['machine']['threads']} threads "
+            f"(1-min load average {r['machine']['load_avg_1min_before']:.2f} before timing).")
+
+
+def _distilled_lines(r: dict) -> list[str]:
     t, s = r["teacher"], r["student"]
     flops_x = t["flops"] / s["flops"] if t["flops"] and s["flops"] else None
-    lines = ["# kdcompile report", "", *_kept_lines(r)] + [
-        f"Machine: {r['machine']['cpu']}, {r['machine']['threads']} threads "
-        f"(1-min load average {r['machine']['load_avg_1min_before']:.2f} before timing). Dataset: {r['dataset']}.", "",
-        "| model | accuracy | agreement with teacher | parameters | FLOPs |", "|---|---|---|---|---|",
-        f"| teacher | {_fmt(t['accuracy'], '.4f')} | 1 | {t['parameters'] or 'n/a'} | {t['flops'] or 'n/a'} |",
-        f"| student | {_fmt(s['accuracy'], '.4f')} | {s['agreement']:.4f} | {s['parameters']} | {s['flops']}"
-        + (f" ({flops_x:.1f}x fewer) |" if flops_x else " |"), "",
-        "Latency, batch 1, milliseconds:", "",
-        "| model | backend | p50 | p90 | p99 |", "|---|---|---|---|---|",
-    ]
+    return [*_kept_lines(r), f"{_machine(r)} Dataset: {r['dataset']}.", "",
+            "| model | accuracy | agreement with teacher | parameters | FLOPs |", "|---|---|---|---|---|",
+            f"| teacher | {_fmt(t['accuracy'], '.4f')} | 1 | {t['parameters'] or 'n/a'} | {t['flops'] or 'n/a'} |",
+            f"| student | {_fmt(s['accuracy'], '.4f')} | {s['agreement']:.4f} | {s['parameters']} | {s['flops']}"
+            + (f" ({flops_x:.1f}x fewer) |" if flops_x else " |"), "",
+            "Latency, batch 1, milliseconds:", ""]
+
+
+def _source_lines(r: dict) -> list[str]:
+    src = r["source"]
+    shape = ",".join(str(d) for d in src["input_shape"])
+    return [f"Model: `{src['path']}` (input '{src['input_name']}', shape {shape}), compiled and tuned as it is: "
+            f"nothing was distilled. {_machine(r)}", "", f"Latency, input shape {shape}, milliseconds:", ""]
+
+
+def render_markdown(r: dict) -> str:
+    main = main_model(r)
+    lines = ["# kdcompile report", "", *(_distilled_lines(r) if main == "student" else _source_lines(r)),
+             "| model | backend | p50 | p90 | p99 |", "|---|---|---|---|---|"]
     for m, backends in r["latency_ms"].items():
         for b, v in backends.items():
             lines.append(f"| {m} | {b} | {v['p50']:.4f} | {v['p90']:.4f} | {v['p99']:.4f} |")
-    p = r["parity"]
-    lines += ["", f"Parity (max abs error): ONNX vs PyTorch {_fmt(p['onnx_max_abs'], '.2e')}, "
-                  f"TVM vs onnxruntime {_fmt(p['tvm_max_abs'], '.2e')} (student).", ""]
-    lines.append(f"Fastest backend for the student: **{r['fastest_backend']['student']}**.")
+    p, tvm = r["parity"], f"TVM vs onnxruntime {_fmt(r['parity']['tvm_max_abs'], '.2e')}"
+    parity = f"ONNX vs PyTorch {_fmt(p['onnx_max_abs'], '.2e')}, {tvm} (student)" if main == "student" else \
+        f"{tvm}, on seeded random inputs"  # no PyTorch model to compare the ONNX file with
+    lines += ["", f"Parity (max abs error): {parity}.", ""]
+    lines.append(f"Fastest backend for the {main}: **{r['fastest_backend'][main]}**.")
     if "tvm_vs_best_other" in r:
         v = r["tvm_vs_best_other"]
         verdict = "faster than" if v["ratio_p50"] < 1 else "slower than"
         lines.append(f"The tuned TVM build is {verdict} {v['backend']} "
-                     f"(p50 ratio {v['ratio_p50']:.2f}); ship {r['fastest_backend']['student']} for the lowest latency.")
-    for m in ("teacher", "student"):
+                     f"(p50 ratio {v['ratio_p50']:.2f}); ship {r['fastest_backend'][main]} for the lowest latency.")
+    for m in r["latency_ms"]:
         if m in r["tuning"]:
             tu = r["tuning"][m]
             chosen = tu.get("layout_ms")  # --layout auto: the zero-trial builds it compared
@@ -65,13 +89,17 @@ def render_markdown(r: dict) -> str:
 
 
 def print_table(r: dict) -> None:
-    table = Table(title="latency (ms, batch 1)")
+    shape = "batch 1" if "student" in r else "input " + ",".join(str(d) for d in r["source"]["input_shape"])
+    table = Table(title=f"latency (ms, {shape})")
     for col in ("model", "backend", "p50", "p90", "p99"):
         table.add_column(col, justify="left" if col in ("model", "backend") else "right")
     for m, backends in r["latency_ms"].items():
         for b, v in backends.items():
             table.add_row(m, b, f"{v['p50']:.4f}", f"{v['p90']:.4f}", f"{v['p99']:.4f}")
     console.print(table)
+    if main_model(r) != "student":
+        console.print(f"fastest backend: {r['fastest_backend'][main_model(r)]}")
+        return
     t, s = r["teacher"], r["student"]
     console.print(f"accuracy: teacher {_fmt(t['accuracy'], '.4f')}, student {_fmt(s['accuracy'], '.4f')}, "
                   f"agreement {s['agreement']:.4f}; fastest student backend: {r['fastest_backend']['student']}")

@@ -2,7 +2,8 @@
 
 Three panels: latency per model and backend (bar at the median, whisker to p99, the p90 marked); each tuned
 model's latency against trials, as MetaSchedule estimates it (the sum over tasks of the best time measured so
-far), with onnxruntime's measured latency as a line; accuracy and size of teacher and student.
+far), with onnxruntime's measured latency as a line; accuracy and size of teacher and student (not drawn for a
+run made for an ONNX file, which has neither).
 """
 
 from __future__ import annotations
@@ -21,11 +22,16 @@ def render_png(r: dict, curves: dict[str, list[float | None]], path: Path) -> Pa
     matplotlib.use("Agg")  # no screen needed
     import matplotlib.pyplot as plt
 
-    fig, (lat, tuning, size) = plt.subplots(1, 3, figsize=(15, 4.6), gridspec_kw={"width_ratios": [1.2, 1.3, 1]})
-    _latency(lat, r)
-    _tuning(tuning, r, curves)
-    _size(size, r)
-    fig.suptitle(f"kdcompile report: {r['machine']['cpu']}, {r['machine']['threads']} threads, batch 1",
+    distilled = "student" in r
+    ratios = [1.2, 1.3, 1] if distilled else [1.2, 1.3]
+    fig, axes = plt.subplots(1, len(ratios), figsize=(15 if distilled else 10.5, 4.6),
+                             gridspec_kw={"width_ratios": ratios})
+    _latency(axes[0], r)
+    _tuning(axes[1], r, curves)
+    if distilled:
+        _size(axes[2], r)
+    batch = "batch 1" if distilled else "input " + ",".join(str(d) for d in r["source"]["input_shape"])
+    fig.suptitle(f"kdcompile report: {r['machine']['cpu']}, {r['machine']['threads']} threads, {batch}",
                  fontsize=11)
     fig.tight_layout()
     with atomic_path(path) as tmp:

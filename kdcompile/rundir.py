@@ -4,6 +4,8 @@
     student.pt2         the distilled student (torch.export, dynamic batch)
     distill.json        accuracies, agreement, FLOPs and parameters of teacher and student
     {teacher,student}.onnx, export.json         ONNX files and their onnxruntime parity
+    model.onnx, export.json     or, in a run made for an ONNX file you already have (onnx_input.py), its one model
+                                and where it came from: no run.json, student or distill.json
     tune/{model}/       MetaSchedule work dir: database_*.json (resumable), logs
     {model}_tvm.so, tune.json                   compiled builds and their parity
     report.json, report.md                      the benchmark report
@@ -17,7 +19,14 @@ from pathlib import Path
 from kdcompile.errors import KdError
 from kdcompile.files import write_json
 
-MODELS = ("teacher", "student")
+MODELS = ("teacher", "student")  # a distilled run's models
+MODEL = "model"  # the one model of a run made for an ONNX file (kdcompile tune model.onnx)
+ROLES = (*MODELS, MODEL)
+
+
+def default_root(model: Path) -> Path:
+    """Where a model file's run folder goes unless --out says otherwise."""
+    return Path("runs") / Path(model).stem
 
 
 class RunDir:
@@ -32,6 +41,22 @@ class RunDir:
 
     def tvm_lib(self, model: str) -> Path:
         return self.root / f"{model}_tvm.so"
+
+    def models(self) -> tuple[str, ...]:
+        """The models the run holds: the one a run made for an ONNX file names in export.json, else a distilled
+        run's teacher and student."""
+        path = self.root / "export.json"
+        return tuple(json.loads(path.read_text()).get("models", MODELS)) if path.exists() else MODELS
+
+    def chosen(self, models: tuple[str, ...]) -> tuple[str, ...]:
+        """`models` (empty: all the run holds), or one sentence saying which of them the run does not hold."""
+        held = self.models()
+        if set(models) <= set(held):
+            return models or held
+        if held == (MODEL,):
+            raise KdError(f"{self.root} holds one model, made from an ONNX file, and no student or teacher: leave "
+                          f"--models out, or pass --models {MODEL}.")
+        raise KdError(f"{self.root} holds a teacher and a student; --models {MODEL} is for the run of an ONNX file.")
 
     @property
     def student(self) -> Path:

@@ -1,6 +1,9 @@
 """Stage 3, tune: ONNX -> TVM Relax -> MetaSchedule tuning for the host CPU -> a compiled library, checked against
 onnxruntime. Each model's tuning folder (tune/<model>/) holds its database and its state (state.json: the layout
 it is tuned in, written before the first trial), so an interrupted run resumes exactly where it was.
+
+It takes a run folder written by export, or an ONNX file you already have, for which a run folder is made
+(kdcompile/onnx_input.py): the compiler half alone, without distillation.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from kdcompile.errors import KdError
 from kdcompile.export import INPUT_NAME, ort_session, parity_inputs
 from kdcompile.files import file_sha256, write_json
 from kdcompile.machine import cores
+from kdcompile.onnx_input import random_inputs, run_folder
 from kdcompile.progress import console, progress
-from kdcompile.rundir import MODELS, RunDir
+from kdcompile.rundir import ROLES, RunDir
 
 LAYOUTS = {"nchw": None, "nhwc": "NHWC"}  # --layout -> tvm_layer.lowering.Lowering's layout
 AUTO = "auto"  # --layout auto: time each layout's zero-trial build, tune the faster (choose_layout)
@@ -31,7 +35,7 @@ STATE = "state.json"  # in each model's tuning folder
 class TuneConfig:
     trials: int = 200  # MetaSchedule trials per model (measured candidates), resumable
     cost_model: str = "xgb"  # a name in the cost-model slot (kdcompile.plugins)
-    models: tuple[str, ...] = MODELS  # which of the run's models to tune and compile
+    models: tuple[str, ...] = ()  # which of the run's models to tune and compile; (): all it holds
     tolerance: float = 1e-4  # max abs error allowed between TVM and onnxruntime
     parity_samples: int = 32
     seed: int = 0
@@ -52,9 +56,9 @@ def check_config(cfg: TuneConfig) -> None:
                       f"{', '.join(plugins.names(plugins.PICKERS))}.")
     if cfg.layout not in (*LAYOUTS, AUTO):
         raise KdError(f"Unknown layout '{cfg.layout}': choose one of {', '.join((*LAYOUTS, AUTO))}.")
-    unknown = set(cfg.models) - set(MODELS)
+    unknown = set(cfg.models) - set(ROLES)
     if unknown:
-        raise KdError(f"Unknown model(s) {sorted(unknown)}: choose from {', '.join(MODELS)}.")
+        raise KdError(f"Unknown model(s) {sorted(unknown)}: choose from {', '.join(ROLES)}.")
 
 
 class _Picker:
@@ -71,25 +75,31 @@ class _Picker:
         return self.model
 
 
-def tune(run_dir, cfg: TuneConfig = TuneConfig()) -> dict:
-    """Tune and compile the run's ONNX models for this CPU. Returns tune.json's content."""
+def tune(run_dir, cfg: TuneConfig = TuneConfig(), *, out: Path | None = None,
+         input_shape: tuple[int, ...] | None = None) -> dict:
+    """Tune and compile the run's ONNX models for this CPU. Returns tune.json's content.
+
+    `run_dir` is a run folder, or an ONNX file: then the run folder is `out` (default runs/<file name>), made on
+    the first call and resumed on the next, and `input_shape` fills the dimensions the graph leaves open."""
     check_config(cfg)
-    run = RunDir(run_dir)
-    shape = tuple(run.read_json("export.json", needed_by="export")["input_shape"])
+    run = RunDir(run_folder(run_dir, out, input_shape))
+    exported = run.read_json("export.json", needed_by="export")
+    shape, input_name = tuple(exported["input_shape"]), exported.get("input_name", INPUT_NAME)
+    names = run.chosen(cfg.models)
     threads = cfg.threads or cores()
     os.environ.setdefault("TVM_NUM_THREADS", str(threads))  # read once, when the TVM runtime starts its pool
     from kdcompile.tvm_layer import build, lowering, records, search, target as targets  # tvm is imported only here
 
     target = targets.host_target(threads)
-    inputs = parity_inputs(run, cfg.parity_samples).numpy()
+    inputs = _parity_inputs(run, exported, shape, cfg)
     previous = run.read_json("tune.json") if (run.root / "tune.json").exists() else {}
     result = {"target": targets.target_dict(target), "tvm_version": targets.tvm_version(),
-              "config": asdict(cfg) | {"threads": threads}}
-    for name in MODELS:  # what an earlier run tuned stays, for models not tuned now
+              "config": asdict(cfg) | {"threads": threads, "models": list(names)}}
+    for name in run.models():  # what an earlier run tuned stays, for models not tuned now
         if name in previous:
             result[name] = previous[name]
     picker = _Picker(cfg.defaults, target.kind.name)
-    for name in cfg.models:
+    for name in names:
         onnx_path = run.require(run.onnx(name), "export")
         work_dir = run.tune_dir(name)
         defaults_dir = run.root / f"{name}_defaults"  # default schedules of every task, whatever its layout
@@ -99,7 +109,11 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig()) -> dict:
         if done_before and layout not in (state["layout"], AUTO):
             raise KdError(f"{name} was tuned with --layout {state['layout']} in {run.root}: its records do not apply "
                           f"to --layout {layout}. Use --layout {state['layout']}, or another run folder.")
-        imported = lowering.import_onnx(onnx_path, INPUT_NAME, shape)
+        try:
+            imported = lowering.import_onnx(onnx_path, input_name, shape)
+        except Exception as e:  # noqa: BLE001 - an operator the importer lacks, in an ONNX file of any origin
+            raise KdError(f"TVM cannot import {onnx_path}: {type(e).__name__}: "
+                          f"{(str(e).strip().splitlines() or [''])[0][:300]}") from e
         if layout == AUTO:  # a resumed search keeps its layout
             layout, layout_ms = (state["layout"], layout_ms) if done_before else \
                 choose_layout(imported, shape, target, defaults_dir, cfg, picker, run.root / f"{name}_layouts")
@@ -145,6 +159,14 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig()) -> dict:
             raise KdError(f"The tuned {name} differs from onnxruntime by {err:.3g} (tolerance {cfg.tolerance}).")
         run.write_json("tune.json", result)  # after each model: an interrupted run keeps what is done
     return result
+
+
+def _parity_inputs(run: RunDir, exported: dict, shape: tuple[int, ...], cfg: TuneConfig) -> list[np.ndarray]:
+    """Whole model inputs to compare TVM with onnxruntime on: the held-out data of a distilled run, one sample at a
+    time; seeded random ones in a run made for an ONNX file, which has no data."""
+    if "source" in exported:
+        return random_inputs(shape, cfg.parity_samples, cfg.seed)
+    return [np.ascontiguousarray(x[None]) for x in parity_inputs(run, cfg.parity_samples).numpy()]
 
 
 def _state(work_dir: Path, previous: dict, done_before: int) -> dict:
@@ -210,10 +232,10 @@ def faster_layout(rounds: list[dict[str, float]]) -> str:
     return min(rounds[0], key=lambda layout: float(np.median([r[layout] / r[first] for r in rounds])))
 
 
-def tvm_parity(model, session, inputs: np.ndarray) -> float:
-    """Max abs difference between the compiled TVM model and onnxruntime over `inputs` (n, ...), batch 1."""
-    worst = 0.0
+def tvm_parity(model, session, inputs: list[np.ndarray]) -> float:
+    """Max abs difference between the compiled TVM model and onnxruntime over `inputs`, each a whole input of the
+    model's one input."""
+    name, worst = session.get_inputs()[0].name, 0.0
     for x in inputs:
-        x = np.ascontiguousarray(x[None])
-        worst = max(worst, float(np.abs(model(x) - session.run(None, {INPUT_NAME: x})[0]).max()))
+        worst = max(worst, float(np.abs(model(x) - session.run(None, {name: x})[0]).max()))
     return worst
