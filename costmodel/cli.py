@@ -98,7 +98,9 @@ def costmodel_xgb_picker(data: Optional[Path] = typer.Option(None, "--data", "-d
 @app.command("train")
 def costmodel_train(data: Path = DataOpt,
                     out: Path = typer.Option(..., "--out", "-o", help="Weights file to write."),
-                    steps: int = typer.Option(600, "--steps", help="Optimiser steps (8 tasks x 32 programs each)."),
+                    steps: int = typer.Option(1600, "--steps", help="Optimiser steps (8 tasks x 32 programs each); "
+                                              "1,600 was chosen on validation networks "
+                                              "(bench/results/costmodel/selection.json)."),
                     d_model: int = typer.Option(64, "--d-model", help="Width of the Mamba blocks."),
                     layers: int = typer.Option(2, "--layers", help="Number of Mamba blocks."),
                     d_state: int = typer.Option(16, "--d-state", help="State size of the selective scan."),
