@@ -163,8 +163,11 @@ def tune_stage(work: Path, teacher: Path, kills: int, rng: random.Random, search
         run_dir = work / f"tune_{k}"
         shutil.copytree(prepared, run_dir)
         db = run_dir / "tune" / "student" / "database_tuning_record.json"
-        if run(cmd(run_dir), kill_after=rng.uniform(first, wall)) != KILLED:
+        ended = run(cmd(run_dir), kill_after=rng.uniform(first, wall))
+        if ended != KILLED:
             shutil.rmtree(run_dir)
+            if search:  # the window was too wide (the reference ran on a busier machine): narrow it to this run
+                wall = max(first + 1.0, ended)
             continue
         stats.setdefault("records_at_kill", []).append(len(lines(db)))
         before = lines(db)
