@@ -38,9 +38,11 @@ def test_help_lists_the_choices():
 def test_ctrl_c_prints_the_resume_hint_and_exits_130(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "kdcompile.cli", "example", "mnist-cnn", "-o",
                              str(tmp_path / "t.pt")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, KDCOMPILE_QUIET="1"))
-    # into the training: wait for its first epoch line (a fixed sleep fell inside the imports on a loaded machine,
-    # where a Ctrl-C is Python's own KeyboardInterrupt, before kdcompile handles anything)
+                            env=dict(os.environ, KDCOMPILE_QUIET="1"),
+                            # a test run started in the background inherits SIGINT ignored; a user's shell does not
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # into the training: wait for its first epoch line (a fixed sleep can end inside the imports on a loaded
+    # machine, where a Ctrl-C is Python's own KeyboardInterrupt, before kdcompile handles anything)
     seen = []
     deadline = time.time() + 300
     for line in proc.stderr:
