@@ -48,7 +48,7 @@ def baselines(ds: ProgramDataset, train_hashes: list[str], val_hashes: list[str]
     """XGBoost and MLP (TVM's recipes) and random, trained on the candidates' training tasks, scored on the
     validation tasks with the candidates' metrics (every task weighted once)."""
     from costmodel.evaluate import mlp_scorer, random_scorer, xgb_scorer
-    from costmodel.metrics import pairwise_accuracy, task_mean_top1, top_k_score
+    from costmodel.train import scored_metrics
 
     min_programs = TrainConfig().min_programs
     train_tasks = load_tasks(ds, train_hashes, min_programs)
@@ -56,9 +56,7 @@ def baselines(ds: ProgramDataset, train_hashes: list[str], val_hashes: list[str]
     out = {}
     for name, scorer in {"xgb": xgb_scorer(ds, train_tasks), "mlp": mlp_scorer(ds, train_tasks),
                          "random": random_scorer()}.items():
-        items = [(scorer(t), t.seconds, 1.0) for t in val_tasks]
-        out[name] = {"top1": top_k_score(items, 1), "task_mean_top1": task_mean_top1(items),
-                     "pairwise": float(sum(pairwise_accuracy(p, s) for p, s, _ in items) / len(items))}
+        out[name] = scored_metrics([(scorer(t), t.seconds, 1.0) for t in val_tasks])
     return out
 
 

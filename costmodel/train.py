@@ -97,7 +97,11 @@ def score_task(model: MambaRanker, task: TaskData, max_tokens: int = MAX_TOKENS,
 
 def ranking_metrics(model: MambaRanker, tasks: list[TaskData], max_tokens: int = MAX_TOKENS) -> dict[str, float]:
     """Pooled top-1 (every task weighted once), task-mean top-1 and pairwise accuracy of `model` on `tasks`."""
-    items = [(score_task(model, t, max_tokens), t.seconds, 1.0) for t in tasks]
+    return scored_metrics([(score_task(model, t, max_tokens), t.seconds, 1.0) for t in tasks])
+
+
+def scored_metrics(items: list[tuple[np.ndarray, np.ndarray, float]]) -> dict[str, float]:
+    """The same three figures for any scorer's (scores, seconds, weight) per task."""
     return {"top1": top_k_score(items, 1), "task_mean_top1": task_mean_top1(items),
             "pairwise": float(np.mean([pairwise_accuracy(p, s) for p, s, _ in items]))}
 
