@@ -106,8 +106,8 @@ def costmodel_train(data: Path = DataOpt,
                     d_state: int = typer.Option(16, "--d-state", help="State size of the selective scan."),
                     stores: bool = typer.Option(True, "--stores/--tokens-only", help="Join each program's "
                                                 "per-store features (MetaSchedule's PerStoreFeature, what XGBoost "
-                                                "reads) to its trace tokens, or read the trace alone. Featurising "
-                                                "a dataset's stores the first time takes about 20 ms a program."),
+                                                "reads) to its trace tokens, or read the trace alone. A dataset's "
+                                                "stores are featurised once (slow), then cached."),
                     lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (warm-up, then cosine to 0)."),
                     validate: bool = typer.Option(False, "--validate", help="Hold the validation networks "
                                                   "(costmodel.zoo.VALIDATION_NETWORKS) out of training, score them "
