@@ -92,6 +92,28 @@ def train_rankers(ds: ProgramDataset, work: Path, seed: int, recipe: TrainConfig
 METRICS = ("top1", "top5", "pairwise", "task_mean_top1")
 
 
+def evaluated_seed(ds: ProgramDataset, work: Path, seed: int, models: list[str], train_tasks, test_networks,
+                   secs: dict) -> dict:
+    """evaluate() of one seed's models and baselines, kept in work/eval.json so that a rerun (another sitting)
+    does not train the baselines and score the held-out networks again. Keyed by the models and the weights'
+    hashes: a retrained ranker is scored again."""
+    from kdcompile.files import file_sha256, write_json
+
+    key = {"models": sorted(models), "weights": {m: file_sha256(work / f"{m}.pt") for m in models},
+           "train_programs": int(sum(len(t.seconds) for t in train_tasks))}
+    cache = work / "eval.json"
+    if cache.exists() and (done := json.loads(cache.read_text())).get("key") == key:
+        secs.update(done["seconds"])
+        return done["result"]
+    scorers = {name: mamba_scorer(work / f"{name}.pt", ds) for name in models}
+    scorers["xgb"], secs["xgb"] = timed(xgb_scorer, ds, train_tasks, seed=seed)
+    scorers["mlp"], secs["mlp"] = timed(mlp_scorer, ds, train_tasks, MLPConfig(seed=seed))
+    scorers["random"] = random_scorer(seed)
+    result = evaluate(ds.root, scorers, test_networks)
+    write_json(cache, {"key": key, "result": result, "seconds": {k: secs[k] for k in ("xgb", "mlp")}})
+    return result
+
+
 def mean_over_seeds(per_seed: list[dict]) -> dict:
     """{model: mean metrics, per-seed metrics, per-network means} from one evaluate() result per seed."""
     out = {}
@@ -128,11 +150,7 @@ def main() -> None:
     for seed in args.seeds:
         work = args.out / "work" / args.recipe / f"seed{seed}"
         losses[seed], secs[seed] = train_rankers(ds, work, seed, recipe, args.models)
-        scorers = {name: mamba_scorer(work / f"{name}.pt", ds) for name in args.models}
-        scorers["xgb"], secs[seed]["xgb"] = timed(xgb_scorer, ds, train_tasks, seed=seed)
-        scorers["mlp"], secs[seed]["mlp"] = timed(mlp_scorer, ds, train_tasks, MLPConfig(seed=seed))
-        scorers["random"] = random_scorer(seed)
-        per_seed.append(evaluate(ds.root, scorers, split["test"]))
+        per_seed.append(evaluated_seed(ds, work, seed, args.models, train_tasks, split["test"], secs[seed]))
     results = mean_over_seeds(per_seed)
 
     first = args.out / "work" / args.recipe / f"seed{args.seeds[0]}"  # the weights that ship

@@ -17,6 +17,7 @@ from kdcompile.report import print_table, render_markdown
 from kdcompile.report_plot import render_png
 from kdcompile.timing import TimingConfig, measure
 from kdcompile.errors import KdError
+from kdcompile.inputs import InputSpec
 from kdcompile.files import file_sha256, write_text
 from kdcompile.machine import cores, machine_info
 from kdcompile.onnx_input import run_folder
@@ -45,6 +46,9 @@ def vouched_build(run: RunDir, model: str, tuned: dict) -> bool:
     return ok
 
 
+HF_METRICS = ("cosine", "nn_agreement", "nll", "kl_to_teacher")  # what a Hugging Face student is judged by
+
+
 def bench(run_dir, cfg: BenchConfig = BenchConfig(), *, out: Path | None = None,
           input_shape: tuple[int, ...] | None = None) -> dict:
     """Time every (model, backend) pair the run folder has files for; write report.json and report.md.
@@ -59,7 +63,7 @@ def bench(run_dir, cfg: BenchConfig = BenchConfig(), *, out: Path | None = None,
     exported = run.read_json("export.json", needed_by="export")
     tuned = run.read_json("tune.json") if (run.root / "tune.json").exists() else {}
     shape = tuple(exported["input_shape"])
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    x = InputSpec.of(exported).random(0)
     models = load_run_models(run) if distilled is not None else {}  # PyTorch modules: a distilled run's only
     threads = cfg.threads or cores()
     sources = {"torch": lambda m: models[m].module, "onnxruntime": lambda m: run.onnx(m),
@@ -85,7 +89,9 @@ def bench(run_dir, cfg: BenchConfig = BenchConfig(), *, out: Path | None = None,
         report |= {
             "dataset": distilled["dataset"],
             "teacher": {k: distilled["teacher"][k] for k in ("accuracy", "flops", "parameters")},
-            "student": {k: distilled["student"][k] for k in ("accuracy", "flops", "parameters", "agreement")},
+            "student": {k: distilled["student"][k] for k in ("accuracy", "flops", "parameters", "agreement")}
+            | {k: distilled["student"][k] for k in HF_METRICS if k in distilled["student"]},
+            "sequence_length": distilled.get("sequence_length"),  # a Hugging Face run: latency per token too
             "kept": distilled.get("kept"),  # what the student kept of the teacher (None: an older kdcompile's run)
             "augmentation": distilled.get("augmentation"),
         }

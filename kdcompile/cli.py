@@ -29,7 +29,11 @@ ShapeOpt = typer.Option(None, "--input-shape", help="One batch-1 input, e.g. 1,3
                                                     "or the dataset).")
 OutOpt = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<model file name>).")
 DataOpt = typer.Option(None, "--data", help="Built-in dataset (mnist5k, digits) or a .npy/.pt file of inputs "
-                                            "(default: the one the teacher file names).")
+                                            "(default: the one the teacher file names). For a Hugging Face teacher, "
+                                            "text: pydoc (default; CPython's docs), lee (gensim's news corpus), or "
+                                            "a .txt file or folder of them.")
+SeqLenOpt = typer.Option(None, "--seq-len", help="Hugging Face teachers: the fixed sequence length (tokens) the "
+                         "student is exported, tuned and timed at; longer texts are cut (default 128).")
 FlopsOpt = typer.Option(0.25, "--flops-ratio", help="The pruned student has at most this fraction of the teacher's "
                                                     "FLOPs.")
 StudentOpt = typer.Option(None, "--student", help="width:R prunes a share R of the teacher's channels; depth:K "
@@ -38,7 +42,10 @@ StudentOpt = typer.Option(None, "--student", help="width:R prunes a share R of t
                                                   "pruning to --flops-ratio.")
 EpochsOpt = typer.Option(8, "--epochs", help="Distillation epochs.")
 LossOpt = typer.Option("hinton", "--loss", help="Distillation method: hinton, fkl, rkl, skl, srkl, gjsd, tvd (logit "
-                                                 "losses), dkd, fitnets, at, rkd (feature losses), ce or scratch.")
+                                                 "losses), dkd, fitnets, at, rkd (feature losses), ce or scratch. "
+                                                 "Hugging Face encoders: minilm (the default for them: MiniLM's "
+                                                 "attention and value relations + embedding cosine), hidden, embed; "
+                                                 "causal LMs: fkl (their default), rkl, skl, srkl, gjsd, tvd, ce.")
 TempOpt = typer.Option(4.0, "--temperature", "-T", help="KD temperature.")
 AlphaOpt = typer.Option(0.9, "--alpha", help="Weight of the KD loss; 1-alpha goes to cross-entropy on labels.")
 TrialsOpt = typer.Option(200, "--trials", help="Measured programs per model (resumes from the run's database): "
@@ -64,7 +71,8 @@ AugmentOpt = typer.Option(None, "--augment-pixels", help="Shift image inputs ran
                           "while distilling (default: 2 on the built-in mnist5k, off for other data); refused when "
                           "it lowers the teacher's own held-out accuracy by more than 2 points.")
 MinKeptOpt = typer.Option(0.95, "--min-kept", help="Fail (after saving the student) when it keeps less than this share "
-                          "of the teacher's accuracy, or of agreement with it without labels; 0 accepts any student.")
+                          "of the teacher's accuracy, or of agreement with it without labels (a Hugging Face "
+                          "encoder: the mean cosine of its embeddings to the teacher's); 0 accepts any student.")
 
 
 def _one_of(names, what: str):
@@ -83,9 +91,10 @@ def _one_of(names, what: str):
 
 
 def _losses() -> tuple[str, ...]:
+    from kdcompile.distill_hf import ENCODER_LOSSES, LM_LOSSES
     from kdcompile.objectives import METHODS
 
-    return METHODS
+    return tuple(dict.fromkeys((*METHODS, *ENCODER_LOSSES, *LM_LOSSES)))
 
 
 def _lm_methods() -> tuple[str, ...]:
@@ -176,13 +185,14 @@ def example(name: str = typer.Argument(..., help="mnist-cnn: a 0.54 M-parameter 
 
 @app.command()
 def distill(ctx: typer.Context, model: Path = typer.Argument(..., help="The teacher: TorchScript, ExportedProgram (.pt2), kdcompile "
-                                                   "checkpoint, state_dict (with --arch) or pickle (--trust-pickle)."),
+                                                   "checkpoint, state_dict (with --arch), pickle (--trust-pickle), a "
+                                                   "Hugging Face model folder (encoder or causal LM) or a GGUF file."),
             out: Optional[Path] = OutOpt, arch: Optional[str] = ArchOpt, trust_pickle: bool = TrustOpt,
             input_shape: Optional[str] = ShapeOpt, data: Optional[str] = DataOpt, flops_ratio: float = FlopsOpt,
             student: Optional[str] = StudentOpt, epochs: int = EpochsOpt, temperature: float = TempOpt,
             alpha: float = AlphaOpt, loss: str = LossOpt, augment_pixels: Optional[float] = AugmentOpt,
-            min_kept: float = MinKeptOpt, threads: int = ThreadsOpt, force: bool = ForceOpt,
-            config: Optional[Path] = ConfigOpt) -> None:
+            min_kept: float = MinKeptOpt, seq_len: Optional[int] = SeqLenOpt, threads: int = ThreadsOpt,
+            force: bool = ForceOpt, config: Optional[Path] = ConfigOpt) -> None:
     """Stage 1: build a student (pruned teacher, fewer blocks, or your own) and distil it (--loss, default Hinton KD)."""
     from kdcompile.distill import distill as run
 
@@ -269,7 +279,7 @@ def distill_and_tune(ctx: typer.Context, model: Path = typer.Argument(..., help=
                      flops_ratio: float = FlopsOpt, student: Optional[str] = StudentOpt, epochs: int = EpochsOpt,
                      temperature: float = TempOpt, alpha: float = AlphaOpt, loss: str = LossOpt,
                      augment_pixels: Optional[float] = AugmentOpt, min_kept: float = MinKeptOpt,
-                     trials: int = TrialsOpt, cost_model: str = CostOpt, defaults: str = DefaultsOpt,
+                     seq_len: Optional[int] = SeqLenOpt, trials: int = TrialsOpt, cost_model: str = CostOpt, defaults: str = DefaultsOpt,
                      layout: str = LayoutOpt, models: Optional[str] = ModelsOpt, threads: int = ThreadsOpt,
                      force: bool = ForceOpt, config: Optional[Path] = ConfigOpt) -> None:
     """The main job: distill, export, tune and bench in one run folder. Rerunning resumes (student and tuning

@@ -13,7 +13,6 @@ from torch import nn
 
 from kdcompile.data import DistillData, data_source, load_dataset
 from kdcompile.errors import KdError
-from kdcompile.hf import not_built_yet
 from kdcompile.files import atomic_path, file_sha256
 from kdcompile.machine import cores
 from kdcompile.load import LoadedModel, check_input_shape, import_factory, load_model
@@ -58,7 +57,13 @@ class DistillConfig:
     augment_pixels: float | None = None  # random shifts of image inputs, up to this many pixels; None: 2 on the
     #                                      built-in mnist5k (28x28), off for any other data
     min_kept: float = 0.95  # the student must keep this share of the teacher's accuracy (or agreement without
-    #                         labels), else the stage fails after saving it; 0 accepts any student
+    #                         labels; for a Hugging Face encoder, the embeddings' cosine), else the stage fails after
+    #                         saving it; 0 accepts any student
+    seq_len: int | None = None  # Hugging Face teachers: the fixed sequence length of the exported graph (None: 128)
+
+
+# Fields added after run folders existed: left out of the identity while unset, so older runs are still reused.
+LATER_FIELDS = ("seq_len",)
 
 
 # How far augmentation may lower the teacher's own held-out accuracy before it is refused: its soft targets on
@@ -70,7 +75,8 @@ AUTO_AUGMENT = {"mnist5k": 2.0}  # built-in data with a known-good shift; everyt
 def identity_of(spec: TeacherSpec, cfg: DistillConfig) -> dict:
     """What makes two distillations the same: the teacher file and how it is loaded, the config, and the
     contents of every file the config names (data, a student model file). A changed one distils again."""
-    config = {k: v for k, v in asdict(cfg).items() if k != "min_kept"}  # the verdict, not the student
+    config = {k: v for k, v in asdict(cfg).items()  # min_kept: the verdict, not the student
+              if k != "min_kept" and not (k in LATER_FIELDS and v is None)}
     own_student = cfg.student if cfg.student and Path(cfg.student).is_file() else None
     return {"config": config, "teacher_sha256": file_sha256(spec.path),
             "teacher_load": {"arch": spec.arch, "input_shape": list(spec.input_shape) if spec.input_shape else None},
@@ -78,10 +84,21 @@ def identity_of(spec: TeacherSpec, cfg: DistillConfig) -> dict:
             "student_sha256": file_sha256(own_student) if own_student else None}
 
 
+def hf_teacher_kind(spec: TeacherSpec) -> str | None:
+    """"encoder" or "causal_lm" for a Hugging Face folder or GGUF file, read from its config alone (the weights
+    load later); None for any other teacher."""
+    from kdcompile.hf import config_kind, is_gguf, is_hf_folder
+
+    path = Path(spec.path)
+    return config_kind(path) if is_hf_folder(path) or is_gguf(path) else None
+
+
 def kept_share(result: dict) -> dict:
     """What the student kept of the teacher: its accuracy over the teacher's when there are labels, else its
     agreement with the teacher."""
     s, t = result["student"], result["teacher"]
+    if s.get("cosine") is not None:  # a sentence encoder: how close its embeddings are to the teacher's
+        return {"metric": "cosine", "share": s["cosine"]}
     if s.get("accuracy") is not None and t.get("accuracy"):
         return {"metric": "accuracy", "share": s["accuracy"] / t["accuracy"]}
     return {"metric": "agreement", "share": s["agreement"]}
@@ -143,6 +160,11 @@ def distill(spec: TeacherSpec, run_dir: Path, cfg: DistillConfig = DistillConfig
     epoch; an interrupted run with the same teacher and config resumes from it (same result as uninterrupted).
     """
     run = RunDir(run_dir)
+    hf_kind = hf_teacher_kind(spec)
+    if hf_kind is not None:
+        from kdcompile.distill_hf import resolved
+
+        cfg = resolved(cfg, hf_kind)
     identity = identity_of(spec, cfg)
     if not force and run.student.exists() and (run.root / "distill.json").exists():
         done = run.read_json("distill.json")
@@ -160,7 +182,9 @@ def distill(spec: TeacherSpec, run_dir: Path, cfg: DistillConfig = DistillConfig
     torch.set_num_threads(cfg.threads or cores())
     teacher = spec.load()
     if teacher.hf is not None:
-        raise not_built_yet(spec.path, teacher.hf, "distill")
+        from kdcompile.distill_hf import distill_hf
+
+        return distill_hf(spec, teacher.hf, run, cfg, identity, force)
     if teacher.kind == "exported_program":
         teacher = batched(teacher)
     data_name = cfg.data or teacher.meta.get("dataset")

@@ -20,12 +20,14 @@ from torch import nn
 
 from kdcompile.data import load_dataset, load_source
 from kdcompile.errors import KdError
+from kdcompile.inputs import InputSpec
 from kdcompile.machine import cores
 from kdcompile.load import LoadedModel
 from kdcompile.progress import console
 from kdcompile.rundir import MODELS, RunDir
 
 INPUT_NAME, OUTPUT_NAME = "input", "output"
+HELDOUT_IDS = "heldout_ids.npy"  # a Hugging Face run's held-out token ids (n, seq_len), saved by distill
 
 
 @dataclass
@@ -81,9 +83,12 @@ def check_onnx(module: nn.Module, path: Path, inputs: torch.Tensor, threads: int
 
 
 def parity_inputs(run: RunDir, n: int) -> torch.Tensor:
-    """Held-out inputs of the data the student was distilled on, so parity is checked where the model is used.
-    A run folder from before run.json kept the data's source names a built-in dataset."""
+    """Held-out inputs of the data the student was distilled on, so parity is checked where the model is used:
+    for a Hugging Face run, the held-out token ids distill saved. A run folder from before run.json kept the
+    data's source names a built-in dataset."""
     info = run.read_json("run.json", needed_by="distill")
+    if "hf" in info:
+        return torch.from_numpy(np.load(run.require(run.root / HELDOUT_IDS, "distill")))[:n]
     data = load_source(info["data"]) if "data" in info else load_dataset(info["dataset"])
     return data.x_test[:n]
 
@@ -94,7 +99,19 @@ def load_run_models(run: RunDir) -> dict[str, LoadedModel]:
     info = run.read_json("run.json", needed_by="distill")
     spec = TeacherSpec(**{k: v for k, v in info["teacher"].items() if k != "input_shape"})
     ep = torch.export.load(str(run.require(run.student, "distill")))
-    return {"teacher": spec.load(), "student": LoadedModel(ep.module(), "exported_program")}
+    teacher = spec.load()
+    if teacher.hf is not None:  # the same one-input graph as the student: token ids to embeddings or logits
+        from kdcompile.hf import graph
+
+        teacher = LoadedModel(graph(teacher.hf), teacher.kind, meta=teacher.meta, hf=teacher.hf)
+    return {"teacher": teacher, "student": LoadedModel(ep.module(), "exported_program")}
+
+
+def run_input(run: RunDir) -> InputSpec:
+    """The models' input, from run.json: float32 of the teacher's input shape, or a Hugging Face run's token ids."""
+    info = run.read_json("run.json", needed_by="distill")
+    token = info.get("input") or {}
+    return InputSpec(tuple(info["teacher"]["input_shape"]), token.get("dtype", "float32"), token.get("high"))
 
 
 def export(run_dir: Path, cfg: ExportConfig = ExportConfig()) -> dict:
@@ -102,13 +119,13 @@ def export(run_dir: Path, cfg: ExportConfig = ExportConfig()) -> dict:
     threads = cfg.threads or cores()
     torch.set_num_threads(threads)
     run = RunDir(run_dir)
-    shape = tuple(run.read_json("run.json", needed_by="distill")["teacher"]["input_shape"])
+    spec = run_input(run)
     models = load_run_models(run)
     inputs = parity_inputs(run, cfg.parity_samples)
-    result = {"input_shape": list(shape), "opset": cfg.opset, "tolerance": cfg.tolerance}
+    result = spec.as_json() | {"opset": cfg.opset, "tolerance": cfg.tolerance}
     for name in MODELS:
         path = run.onnx(name)
-        to_onnx(models[name].module, torch.zeros(shape), path, cfg.opset)
+        to_onnx(models[name].module, spec.zeros(), path, cfg.opset)
         err = check_onnx(models[name].module, path, inputs, threads)
         result[name] = {"onnx": path.name, "onnx_max_abs": err}
         console.print(f"{name}: {path} (onnxruntime max abs error {err:.2e})")

@@ -109,6 +109,29 @@ def is_hf_folder(path: str | Path) -> bool:
     return (root / "config.json").is_file() and _has_weights(root)
 
 
+def is_gguf(path: str | Path) -> bool:
+    """A file that starts with the GGUF magic."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    with path.open("rb") as f:
+        return f.read(4) == b"GGUF"
+
+
+def config_kind(path: str | Path) -> ModelKind:
+    """What a Hugging Face folder or GGUF file holds, from its config alone (no weights are read)."""
+    path = Path(path)
+    if is_gguf(path):
+        kind = model_kind(_config(path.parent, path, gguf_file=path.name))
+    else:
+        found = _sentence_transformer(path)
+        kind = "encoder" if found else model_kind(_config(path, path))
+    if kind is None:
+        raise KdError(f"{path} holds neither a BERT-family encoder nor a causal LM (LLaMA family), which is what "
+                      "kdcompile distils.")
+    return kind
+
+
 def model_kind(config) -> ModelKind | None:
     """What a config describes: "causal_lm" for a *ForCausalLM (or *LMHeadModel) or a decoder-only model type,
     "encoder" for a BERT-family model type (one with a masked-LM head and no decoder), None for anything else."""
@@ -180,9 +203,8 @@ def load_gguf(path: str | Path) -> HFModel:
     path = Path(path)
     if not path.is_file():
         raise KdError(f"No such file: {path}.")
-    with path.open("rb") as f:
-        if f.read(4) != b"GGUF":
-            raise KdError(f"{path} is not a GGUF file (it does not start with the GGUF magic).")
+    if not is_gguf(path):
+        raise KdError(f"{path} is not a GGUF file (it does not start with the GGUF magic).")
     folder, name = path.parent, path.name
     config = _config(folder, path, gguf_file=name)
     if model_kind(config) != "causal_lm":
@@ -202,18 +224,69 @@ def load_gguf(path: str | Path) -> HFModel:
     return HFModel(model.eval(), "causal_lm", _tokenizer(folder, path, gguf_file=name) if has_tokenizer else None)
 
 
-def embed(model: nn.Module, pooling: Pooling | Literal["mean", "cls"], input_ids: torch.Tensor,
-          attention_mask: torch.Tensor) -> torch.Tensor:
-    """(b, d) sentence embeddings from an encoder's token states, as sentence-transformers computes them: the
-    mean over unmasked tokens or the first token's state, L2-normalised when `pooling.normalize`."""
-    pooling = Pooling(pooling) if isinstance(pooling, str) else pooling
-    h = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (b, l, d)
+def pool(h: torch.Tensor, mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
+    """(b, d) sentence embeddings from token states h (b, l, d), as sentence-transformers computes them: the mean
+    over real tokens (`mask` (b, l), nonzero for real tokens) or the first token's state, L2-normalised when
+    `pooling.normalize`."""
     if pooling.mode == "cls":
         e = h[:, 0]  # (b, d)
     else:
-        m = attention_mask.unsqueeze(-1).to(h.dtype)  # (b, l, 1)
+        m = mask.unsqueeze(-1).to(h.dtype)  # (b, l, 1)
         e = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)  # (b, d)
     return F.normalize(e, p=2, dim=-1) if pooling.normalize else e
+
+
+def embed(model: nn.Module, pooling: Pooling | Literal["mean", "cls"], input_ids: torch.Tensor,
+          attention_mask: torch.Tensor) -> torch.Tensor:
+    """(b, d) sentence embeddings of an encoder (`pool` over its last token states)."""
+    pooling = Pooling(pooling) if isinstance(pooling, str) else pooling
+    h = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (b, l, d)
+    return pool(h, attention_mask, pooling)
+
+
+def pad_id(hf: HFModel) -> int:
+    """The token id that pads a sequence: the tokenizer's or config's pad token, else the end-of-sequence token
+    (LLaMA-family models have no pad token; causal attention keeps padding at the end from touching real tokens)."""
+    for owner in (hf.tokenizer, hf.model.config):
+        for name in ("pad_token_id", "eos_token_id"):
+            value = getattr(owner, name, None) if owner is not None else None
+            value = value[0] if isinstance(value, list) and value else value
+            if isinstance(value, int):
+                return value
+    return 0
+
+
+class EncoderGraph(nn.Module):
+    """An encoder as the one-input graph that is exported, tuned and timed: token ids (b, l) int64, padded with
+    `pad` at the end, to sentence embeddings (b, d). The attention mask is computed from the ids inside the graph,
+    so padding never counts and the graph keeps a single input."""
+
+    def __init__(self, model: nn.Module, pooling: Pooling, pad: int):
+        super().__init__()
+        self.model, self.pooling, self.pad = model, pooling, pad
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = (ids != self.pad).to(torch.int64)
+        return pool(self.model(input_ids=ids, attention_mask=mask).last_hidden_state, mask, self.pooling)
+
+
+class CausalLMGraph(nn.Module):
+    """A causal LM as a one-input graph: token ids (b, l) int64 to next-token logits (b, l, v)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=ids, use_cache=False).logits
+
+
+def graph(hf: HFModel) -> nn.Module:
+    """The model as its one-input graph (EncoderGraph, mean pooling where a plain folder names none; or
+    CausalLMGraph), in eval mode."""
+    if hf.kind == "encoder":
+        return EncoderGraph(hf.model, hf.pooling or Pooling("mean"), pad_id(hf)).eval()
+    return CausalLMGraph(hf.model).eval()
 
 
 def _layer_stack(model: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -255,8 +328,8 @@ def depth_student(model: nn.Module, keep: Literal["every_other"] | Sequence[int]
 
 
 def not_built_yet(path: str | Path, hf: HFModel, verb: str) -> KdError:
-    """The sentence for a pipeline stage that cannot take a Hugging Face teacher yet."""
+    """The sentence for a verb that takes kdcompile's own models only."""
     what = "encoder" if hf.kind == "encoder" else "causal LM"
-    return KdError(f"{path} loads as a Hugging Face {what} ({type(hf.model).__name__}), but `kdcompile {verb}` "
-                   "does not distil Hugging Face models yet: for now, build a depth student with "
-                   "kdcompile.hf.depth_student and train it yourself.")
+    return KdError(f"{path} loads as a Hugging Face {what} ({type(hf.model).__name__}), but `kdcompile {verb}` takes "
+                   "kdcompile's char-LM checkpoints: distil a Hugging Face model with `kdcompile distill` or "
+                   "`kdcompile distill-and-tune`.")

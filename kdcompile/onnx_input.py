@@ -7,8 +7,9 @@ and shape and the file it came from (path and SHA-256). A rerun finds the folder
 folder made for other contents, or holding a distilled run, is refused rather than mixed up. Such a run has no
 teacher, no student and no data: parity is TVM against onnxruntime on seeded random inputs.
 
-Taken: one float32 input (its shape from the graph, or --input-shape where the graph leaves dimensions open) and
-one output, weights inside the file.
+Taken: one input, float32 or int64 token ids (its shape from the graph, or --input-shape where the graph leaves
+dimensions open), and one output, weights inside the file. Random int64 inputs are drawn below the number of rows
+of the table the ids index (the first Gather that reads them), so they stay in range.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
-
 from kdcompile.errors import KdError
 from kdcompile.files import atomic_path, file_sha256
+from kdcompile.inputs import InputSpec
 from kdcompile.rundir import MODEL, RunDir, default_root
 
 
@@ -38,8 +38,9 @@ def run_folder(source: str | Path, out: str | Path | None = None,
     run = RunDir(out if out is not None else default_root(source))
     sha = file_sha256(source)
     made = _made_for(run, source, sha)  # None for a new folder
-    name, shape = graph_input(model, source, input_shape if made is None or input_shape is not None
-                              else tuple(made["input_shape"]))  # a rerun keeps the shape it was made for
+    name, spec = graph_input(model, source, input_shape if made is None or input_shape is not None
+                             else tuple(made["input_shape"]))  # a rerun keeps the shape it was made for
+    shape = spec.shape
     if made is not None:
         if tuple(made["input_shape"]) != shape:
             raise KdError(f"{run.root} was made for input shape {_dims(made['input_shape'])}, not "
@@ -49,8 +50,8 @@ def run_folder(source: str | Path, out: str | Path | None = None,
     with atomic_path(run.onnx(MODEL)) as tmp:
         shutil.copyfile(source, tmp)
     # written last: a copy interrupted before it leaves no run that looks complete
-    run.write_json("export.json", {
-        "input_shape": list(shape), "input_name": name, "models": [MODEL],
+    run.write_json("export.json", spec.as_json() | {
+        "input_name": name, "models": [MODEL],
         "source": {"path": str(source.resolve()), "sha256": sha},
         "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
         MODEL: {"onnx": run.onnx(MODEL).name, "onnx_max_abs": None},  # no PyTorch model to compare with
@@ -98,9 +99,9 @@ def load(path: Path):
     return model
 
 
-def graph_input(model, path: Path, input_shape: tuple[int, ...] | None) -> tuple[str, tuple[int, ...]]:
-    """The name and shape of the model's one float32 input: the graph's static shape, or `input_shape` (which must
-    fit the dimensions the graph fixes)."""
+def graph_input(model, path: Path, input_shape: tuple[int, ...] | None) -> tuple[str, InputSpec]:
+    """The name and InputSpec of the model's one input (float32, or int64 ids): the graph's static shape, or
+    `input_shape` (which must fit the dimensions the graph fixes)."""
     import onnx
 
     weights = {t.name for t in model.graph.initializer}  # older exporters list weights among the inputs
@@ -113,11 +114,13 @@ def graph_input(model, path: Path, input_shape: tuple[int, ...] | None) -> tuple
     inp = inputs[0]
     if not inp.type.HasField("tensor_type"):
         raise KdError(f"{path}'s input '{inp.name}' is not a tensor; kdcompile tunes models with one float32 "
-                      "tensor input.")
+                      "or int64 tensor input.")
     tensor = inp.type.tensor_type
-    if tensor.elem_type != onnx.TensorProto.FLOAT:
+    if tensor.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.INT64):
         raise KdError(f"{path}'s input '{inp.name}' holds {onnx.TensorProto.DataType.Name(tensor.elem_type).lower()}"
-                      "; kdcompile tunes models with one float32 input.")
+                      "; kdcompile tunes models with one float32 or int64 input.")
+    dtype = "float32" if tensor.elem_type == onnx.TensorProto.FLOAT else "int64"
+    high = _gathered_rows(model, inp.name) if dtype == "int64" else None
     # None: a dimension the graph leaves open (a name such as "batch", or nothing)
     dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor.shape.dim] \
         if tensor.HasField("shape") else None
@@ -128,19 +131,25 @@ def graph_input(model, path: Path, input_shape: tuple[int, ...] | None) -> tuple
             example = "1,3,224,224" if dims is None else ",".join(str(v or 1) for v in dims)
             raise KdError(f"{path}'s input '{inp.name}' has open dimensions {shown}: give the shape to compile for "
                           f"with --input-shape, e.g. --input-shape {example}.")
-        return inp.name, tuple(dims)
+        return inp.name, InputSpec(tuple(dims), dtype, high)
     fits = dims is None or len(dims) == len(input_shape) and all(d in (None, s) for d, s in zip(dims, input_shape))
     if not fits:
         raise KdError(f"--input-shape {_dims(input_shape)} does not fit {path}'s input '{inp.name}', of shape "
                       f"({', '.join(str(d or '?') for d in dims)}).")
-    return inp.name, tuple(input_shape)
+    return inp.name, InputSpec(tuple(input_shape), dtype, high)
 
 
-def random_inputs(shape: tuple[int, ...], n: int, seed: int) -> list[np.ndarray]:
-    """`n` seeded standard-normal inputs of `shape`: what TVM and onnxruntime are compared on when the run has
-    no data of its own."""
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal(shape).astype(np.float32) for _ in range(n)]
+def _gathered_rows(model, name: str) -> int:
+    """Rows of the weight table the first Gather indexes with input `name` (the vocabulary of token ids); 1 when
+    no Gather reads it directly (then the random inputs are zeros, always in range)."""
+    from onnx import numpy_helper
+
+    tables = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Gather" and len(node.input) == 2 and node.input[1] == name and node.input[0] in tables:
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+            return int(numpy_helper.to_array(tables[node.input[0]]).shape[axis])
+    return 1
 
 
 def _dims(shape) -> str:

@@ -21,8 +21,16 @@ def _kept_lines(r: dict) -> list[str]:
     if not kept:
         return []
     s, t = r["student"], r["teacher"]
-    what = (f"{s['accuracy']:.4f} against the teacher's {t['accuracy']:.4f}" if kept["metric"] == "accuracy"
-            else f"it predicts the teacher's class on {s['agreement']:.1%} of held-out inputs")
+    if kept["metric"] == "cosine":
+        what = (f"the mean cosine of its sentence embeddings to the teacher's on held-out sentences; the nearest "
+                f"held-out neighbour of a sentence is the teacher's for {s['nn_agreement']:.1%} of them")
+    elif s.get("nll") is not None:
+        what = (f"it predicts the teacher's most likely next token at {s['agreement']:.1%} of held-out positions; "
+                f"held-out NLL {s['nll']:.3f} nats/token, KL to the teacher {s['kl_to_teacher']:.3f}")
+    elif kept["metric"] == "accuracy":
+        what = f"{s['accuracy']:.4f} against the teacher's {t['accuracy']:.4f}"
+    else:
+        what = f"it predicts the teacher's class on {s['agreement']:.1%} of held-out inputs"
     verdict = "" if kept["share"] >= kept["threshold"] else \
         f" **Below the {kept['threshold']:.0%} threshold: accepted with --min-kept.**"
     shift = (r.get("augmentation") or {}).get("pixels") or 0
@@ -61,11 +69,16 @@ def _source_lines(r: dict) -> list[str]:
 
 def render_markdown(r: dict) -> str:
     main = main_model(r)
-    lines = ["# kdcompile report", "", *(_distilled_lines(r) if main == "student" else _source_lines(r)),
-             "| model | backend | p50 | p90 | p99 |", "|---|---|---|---|---|"]
+    tokens = r.get("sequence_length")  # a Hugging Face run: one sequence of this many tokens per call
+    lines = ["# kdcompile report", "", *(_distilled_lines(r) if main == "student" else _source_lines(r))]
+    if tokens:
+        lines[-2] = f"Latency, batch 1, one sequence of {tokens} tokens, milliseconds (and microseconds per token):"
+    lines += ["| model | backend | p50 | p90 | p99 |" + (" p50 per token (µs) |" if tokens else ""),
+              "|---|---|---|---|---|" + ("---|" if tokens else "")]
     for m, backends in r["latency_ms"].items():
         for b, v in backends.items():
-            lines.append(f"| {m} | {b} | {v['p50']:.4f} | {v['p90']:.4f} | {v['p99']:.4f} |")
+            lines.append(f"| {m} | {b} | {v['p50']:.4f} | {v['p90']:.4f} | {v['p99']:.4f} |"
+                         + (f" {v['p50'] * 1e3 / tokens:.2f} |" if tokens else ""))
     p, tvm = r["parity"], f"TVM vs onnxruntime {_fmt(r['parity']['tvm_max_abs'], '.2e')}"
     parity = f"ONNX vs PyTorch {_fmt(p['onnx_max_abs'], '.2e')}, {tvm} (student)" if main == "student" else \
         f"{tvm}, on seeded random inputs"  # no PyTorch model to compare the ONNX file with
@@ -101,5 +114,10 @@ def print_table(r: dict) -> None:
         console.print(f"fastest backend: {r['fastest_backend'][main_model(r)]}")
         return
     t, s = r["teacher"], r["student"]
+    if s.get("cosine") is not None or s.get("nll") is not None:
+        shown = f"embedding cosine to the teacher {s['cosine']:.4f}" if s.get("cosine") is not None else \
+            f"held-out NLL {s['nll']:.3f}, next-token agreement {s['agreement']:.4f}"
+        console.print(f"{shown}; fastest student backend: {r['fastest_backend']['student']}")
+        return
     console.print(f"accuracy: teacher {_fmt(t['accuracy'], '.4f')}, student {_fmt(s['accuracy'], '.4f')}, "
                   f"agreement {s['agreement']:.4f}; fastest student backend: {r['fastest_backend']['student']}")

@@ -21,7 +21,8 @@ from kdcompile.errors import KdError
 from kdcompile.export import INPUT_NAME, ort_session, parity_inputs
 from kdcompile.files import file_sha256, write_json
 from kdcompile.machine import cores
-from kdcompile.onnx_input import random_inputs, run_folder
+from kdcompile.inputs import InputSpec
+from kdcompile.onnx_input import run_folder
 from kdcompile.progress import console, progress
 from kdcompile.rundir import ROLES, RunDir
 
@@ -84,14 +85,15 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig(), *, out: Path | None = None,
     check_config(cfg)
     run = RunDir(run_folder(run_dir, out, input_shape))
     exported = run.read_json("export.json", needed_by="export")
-    shape, input_name = tuple(exported["input_shape"]), exported.get("input_name", INPUT_NAME)
+    spec, input_name = InputSpec.of(exported), exported.get("input_name", INPUT_NAME)
+    shape = spec.shape
     names = run.chosen(cfg.models)
     threads = cfg.threads or cores()
     os.environ.setdefault("TVM_NUM_THREADS", str(threads))  # read once, when the TVM runtime starts its pool
     from kdcompile.tvm_layer import build, lowering, records, search, target as targets  # tvm is imported only here
 
     target = targets.host_target(threads)
-    inputs = _parity_inputs(run, exported, shape, cfg)
+    inputs = _parity_inputs(run, exported, spec, cfg)
     previous = run.read_json("tune.json") if (run.root / "tune.json").exists() else {}
     result = {"target": targets.target_dict(target), "tvm_version": targets.tvm_version(),
               "config": asdict(cfg) | {"threads": threads, "models": list(names)}}
@@ -116,7 +118,7 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig(), *, out: Path | None = None,
                           f"{(str(e).strip().splitlines() or [''])[0][:300]}") from e
         if layout == AUTO:  # a resumed search keeps its layout
             layout, layout_ms = (state["layout"], layout_ms) if done_before else \
-                choose_layout(imported, shape, target, defaults_dir, cfg, picker, run.root / f"{name}_layouts")
+                choose_layout(imported, spec, target, defaults_dir, cfg, picker, run.root / f"{name}_layouts")
         write_json(work_dir / STATE, {"layout": layout, "layout_ms": layout_ms,
                                       "tuning_s": state.get("tuning_s", 0.0) if done_before else 0.0})
         mod = lowering.lower(imported, target, lowering.Lowering(layout=LAYOUTS[layout]))
@@ -161,11 +163,11 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig(), *, out: Path | None = None,
     return result
 
 
-def _parity_inputs(run: RunDir, exported: dict, shape: tuple[int, ...], cfg: TuneConfig) -> list[np.ndarray]:
+def _parity_inputs(run: RunDir, exported: dict, spec: InputSpec, cfg: TuneConfig) -> list[np.ndarray]:
     """Whole model inputs to compare TVM with onnxruntime on: the held-out data of a distilled run, one sample at a
     time; seeded random ones in a run made for an ONNX file, which has no data."""
     if "source" in exported:
-        return random_inputs(shape, cfg.parity_samples, cfg.seed)
+        return spec.randoms(cfg.parity_samples, cfg.seed)
     return [np.ascontiguousarray(x[None]) for x in parity_inputs(run, cfg.parity_samples).numpy()]
 
 
@@ -195,7 +197,7 @@ def _defaults(mod, target, tuned_dir: Path | None, out_dir: Path, cfg: TuneConfi
     return len(missing)
 
 
-def choose_layout(imported, shape: tuple[int, ...], target, defaults_dir: Path, cfg: TuneConfig,
+def choose_layout(imported, spec: InputSpec, target, defaults_dir: Path, cfg: TuneConfig,
                   picker: _Picker, out_dir: Path) -> tuple[str, dict | None]:
     """`--layout auto`: build the imported model in each layout with default schedules (no trials), time the builds in
     alternating rounds and return the faster layout with each build's median milliseconds (None for a model
@@ -208,7 +210,7 @@ def choose_layout(imported, shape: tuple[int, ...], target, defaults_dir: Path, 
     if not lowering.has_convolution(imported):
         return "nchw", None
     out_dir.mkdir(parents=True, exist_ok=True)
-    x = np.random.default_rng(cfg.seed).standard_normal(shape).astype(np.float32)
+    x = spec.random(cfg.seed)
     calls = {}
     for layout, code in LAYOUTS.items():
         mod = lowering.lower(imported, target, lowering.Lowering(layout=code))

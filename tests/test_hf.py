@@ -296,13 +296,13 @@ def test_a_missing_install_names_the_pip_command(tmp_path, monkeypatch):
             load_gguf(tmp_path / "x.gguf")
 
 
-def test_distill_on_a_hugging_face_folder_stops_with_a_sentence(tmp_path):
+def test_image_data_for_a_hugging_face_teacher_is_one_sentence(tmp_path):
     folder = _bert_folder(tmp_path / "bert", _bert(layers=2))
     r = subprocess.run([sys.executable, "-m", "kdcompile.cli", "distill", str(folder), "--data", "digits",
                         "--out", str(tmp_path / "run")], capture_output=True, text=True,
                        env=dict(os.environ, KDCOMPILE_QUIET="1", OMP_NUM_THREADS="1"))
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
-    assert "loads as a Hugging Face encoder (BertModel), but `kdcompile distill` does not distil" in r.stderr
+    assert "'digits' is image data; a Hugging Face teacher distils on text" in r.stderr
 
 
 def test_importing_kdcompile_and_its_loader_leaves_transformers_out():

