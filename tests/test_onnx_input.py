@@ -123,3 +123,31 @@ def test_the_file_is_told_by_contents_and_student_is_refused(tmp_path, tiny_onnx
     other = tmp_path / "other" / "tiny.onnx"
     to_onnx(nn.Linear(16, 4).eval(), torch.zeros(1, 16), other, opset=18)
     assert "another model" in _one_sentence(_cli("tune", str(other), cwd=tmp_path))
+
+
+class _Ids(nn.Module):
+    """Token ids (1, 6) -> an embedding table of 50 rows -> a linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.table, self.out = nn.Embedding(50, 8), nn.Linear(8, 3)
+
+    def forward(self, ids):
+        return self.out(self.table(ids))
+
+
+def test_an_onnx_file_that_takes_token_ids_gets_ids_in_range(tmp_path):
+    from kdcompile.inputs import InputSpec
+
+    torch.manual_seed(0)
+    path = tmp_path / "ids.onnx"
+    to_onnx(_Ids().eval(), torch.zeros(1, 6, dtype=torch.long), path, opset=18)
+    run = run_folder(path, tmp_path / "run")
+    exported = json.loads((run / "export.json").read_text())
+    assert (exported["input_dtype"], exported["input_high"], exported["input_shape"]) == ("int64", 50, [1, 6])
+    spec = InputSpec.of(exported)
+    xs = spec.randoms(20, seed=0)
+    assert all(x.dtype == np.int64 and x.shape == (1, 6) and 0 <= x.min() and x.max() < 50 for x in xs)
+    assert len({x.tobytes() for x in xs}) == 20  # different inputs, not one repeated
+    assert max(x.max() for x in xs) > 40  # drawn over the whole table
+    assert InputSpec.of({"input_shape": [1, 4]}) == InputSpec((1, 4))  # a run from before token inputs: float32
