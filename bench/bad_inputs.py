@@ -83,6 +83,52 @@ def files(root: Path) -> dict[str, Path]:
     f["only_records"] = root / "only_records"
     (root / "not_a_dataset").mkdir()
     f["not_a_dataset"] = root / "not_a_dataset"
+    f |= hf_files(root)
+    return f
+
+
+def hf_files(root: Path) -> dict[str, Path]:
+    """Hugging Face folders, a GGUF file, text and ONNX files made to be wrong (issue #24)."""
+    import torch
+    from torch import nn
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    from kdcompile.export import to_onnx
+
+    f = {}
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + "the a cat dog sat on mat ran far and".split()
+    bert = BertModel(BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=32, max_position_embeddings=32))
+    f["hf"] = root / "bert"
+    bert.save_pretrained(f["hf"])
+    BertTokenizer(vocab={w: i for i, w in enumerate(words)}).save_pretrained(f["hf"])
+    f["hf_no_tokenizer"] = root / "bert_no_tokenizer"
+    bert.save_pretrained(f["hf_no_tokenizer"])
+    f["hf_no_weights"] = root / "bert_no_weights"
+    f["hf_no_weights"].mkdir()
+    (f["hf_no_weights"] / "config.json").write_text((f["hf"] / "config.json").read_text())
+    f["hf_bad_config"] = root / "bert_bad_config"
+    bert.save_pretrained(f["hf_bad_config"])
+    (f["hf_bad_config"] / "config.json").write_text('{"model_type": "no_such_model"}')
+    f["gguf_junk"] = root / "junk.gguf"
+    f["gguf_junk"].write_bytes(b"GGUF" + os.urandom(200))
+    f["text_latin1"] = root / "latin1.txt"
+    f["text_latin1"].write_bytes("caf\xe9 au lait. ".encode("latin-1") * 50)
+    f["text_short"] = root / "short.txt"
+    f["text_short"].write_text("The cat sat on the mat. The dog ran far away.")
+
+    class TwoInputs(nn.Module):
+        def forward(self, a, b):
+            return a + b
+
+    f["onnx_two_inputs"] = root / "two.onnx"
+    torch.onnx.export(TwoInputs(), (torch.zeros(1, 4), torch.zeros(1, 4)), str(f["onnx_two_inputs"]),
+                      dynamo=False)
+    f["onnx_int32"] = root / "int32.onnx"
+    to_onnx(nn.Embedding(10, 4).eval(), torch.zeros(1, 3, dtype=torch.int32), f["onnx_int32"], opset=18)
+    f["onnx_truncated"] = root / "truncated.onnx"
+    to_onnx(nn.Linear(4, 2).eval(), torch.zeros(1, 4), root / "whole.onnx", opset=18)
+    f["onnx_truncated"].write_bytes((root / "whole.onnx").read_bytes()[:100])
     return f
 
 
@@ -144,6 +190,21 @@ def cases(f: dict[str, Path], root: Path) -> dict[str, list[str]]:
                                               "alexnet"],
         "costmodel collect, a target TVM does not know": ["costmodel", "collect", "--data", str(root / "ds4"),
                                                           "--target", "tpu"],
+        "Hugging Face folder without tokenizer files": d + [str(f["hf_no_tokenizer"])],
+        "Hugging Face folder without weights": d + [str(f["hf_no_weights"])],
+        "Hugging Face folder of an unknown model type": d + [str(f["hf_bad_config"])],
+        "GGUF file of junk after the magic": d + [str(f["gguf_junk"])],
+        "Hugging Face teacher with image data": d + [str(f["hf"]), "--data", "digits"],
+        "Hugging Face encoder with a causal-LM loss": d + [str(f["hf"]), "--loss", "fkl"],
+        "Hugging Face teacher with a width student": d + [str(f["hf"]), "--student", "width:0.5"],
+        "Hugging Face teacher, depth beyond its layers": d + [str(f["hf"]), "--student", "depth:9"],
+        "Hugging Face teacher, text not UTF-8": d + [str(f["hf"]), "--data", str(f["text_latin1"])],
+        "Hugging Face teacher, text of two sentences": d + [str(f["hf"]), "--data", str(f["text_short"])],
+        "Hugging Face teacher, text file missing": d + [str(f["hf"]), "--data", str(root / "missing.txt")],
+        "distill-lm of a Hugging Face folder": ["distill-lm", str(f["hf"])],
+        "tune an ONNX file with two inputs": ["tune", str(f["onnx_two_inputs"]), "--out", str(root / "o1")],
+        "tune an ONNX file with an int32 input": ["tune", str(f["onnx_int32"]), "--out", str(root / "o2")],
+        "tune a truncated ONNX file": ["tune", str(f["onnx_truncated"]), "--out", str(root / "o3")],
     }
 
 

@@ -43,6 +43,9 @@ DEFAULT_LOSS = {"encoder": "minilm", "causal_lm": "fkl"}
 DEFAULT_TEXT = "pydoc"
 DEFAULT_SEQ_LEN = 128
 HF_LR = 1e-4  # AdamW peak learning rate for a student initialised from pretrained layers (fine-tuning scale)
+# Sequences per batch unless --batch-size says otherwise: a causal LM's logits are (b, l, vocab) for teacher and
+# student, 8 x 128 x 49,152 fp32 = 200 MB each for SmolLM2, several times over in the loss's intermediates.
+HF_BATCH = {"encoder": 32, "causal_lm": 8}
 STUDENT_FOLDER = "student_hf"
 PARITY_IDS = 64  # held-out sequences kept in the run folder for export's and tune's parity checks
 
@@ -145,8 +148,9 @@ def resolved(cfg, kind: str):
 
     loss = DEFAULT_LOSS[kind] if cfg.loss in (None, "hinton") else cfg.loss
     lr = HF_LR if cfg.lr == DistillConfig.lr else cfg.lr  # the classifiers' default is far too high for them
+    batch = HF_BATCH[kind] if cfg.batch_size == DistillConfig.batch_size else cfg.batch_size
     return replace(cfg, loss=_checked_loss(kind, loss), data=cfg.data or DEFAULT_TEXT,
-                   seq_len=cfg.seq_len or DEFAULT_SEQ_LEN, lr=lr)
+                   seq_len=cfg.seq_len or DEFAULT_SEQ_LEN, lr=lr, batch_size=batch)
 
 
 def _eager(model: nn.Module) -> nn.Module:

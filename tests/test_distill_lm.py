@@ -79,3 +79,38 @@ def test_interrupted_lm_distillation_resumes_to_the_same_student(teacher, tmp_pa
     assert resumed["nll"] == straight["nll"]
     a, b = torch.load(tmp_path / "a.pt", weights_only=True), torch.load(tmp_path / "b.pt", weights_only=True)
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+def _weights(path):
+    import torch
+
+    from kdcompile.load import load_model
+
+    return {k: v.clone() for k, v in load_model(path).module.state_dict().items()}
+
+
+def test_init_starts_the_student_from_the_given_checkpoint(teacher, tmp_path):
+    """Stage 1 trains a CE student; stage 2 starts from it: with a zero learning rate its weights come out
+    unchanged, while a run without --init starts elsewhere."""
+    import torch
+
+    small = dict(d=16, heads=2, layers=1, batch_size=8)
+    distill_lm(teacher, tmp_path / "stage1.pt", LMDistillConfig(method="ce", steps=5, **small))
+    init = _weights(tmp_path / "stage1.pt")
+    distill_lm(teacher, tmp_path / "from_init.pt", LMDistillConfig(method="fkl", steps=3, lr=0.0, ce_weight=0.5,
+                                                                   init=str(tmp_path / "stage1.pt"), **small))
+    assert all(torch.equal(init[k], v) for k, v in _weights(tmp_path / "from_init.pt").items())
+    distill_lm(teacher, tmp_path / "fresh.pt", LMDistillConfig(method="fkl", steps=3, lr=0.0, seed=1, **small))
+    assert not all(torch.equal(init[k], v) for k, v in _weights(tmp_path / "fresh.pt").items())
+
+
+def test_init_of_another_architecture_or_a_bad_ce_weight_is_one_sentence(teacher, tmp_path):
+    from kdcompile.errors import KdError
+
+    distill_lm(teacher, tmp_path / "s.pt", LMDistillConfig(method="ce", d=16, heads=2, layers=1, steps=2,
+                                                           batch_size=4))
+    with pytest.raises(KdError, match="another architecture than this student \\(d 16 vs 32"):
+        distill_lm(teacher, tmp_path / "t.pt", LMDistillConfig(d=32, heads=2, layers=1, steps=2, batch_size=4,
+                                                               init=str(tmp_path / "s.pt")))
+    with pytest.raises(KdError, match="--ce-weight is a share"):
+        distill_lm(teacher, tmp_path / "u.pt", LMDistillConfig(steps=2, batch_size=4, ce_weight=1.5))
