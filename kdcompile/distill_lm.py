@@ -28,6 +28,7 @@ from kdcompile.checkpoint import Checkpoint, save_due
 from kdcompile.errors import KdError
 from kdcompile.files import file_sha256
 from kdcompile.hf import not_built_yet
+from kdcompile.lm_eval import evaluate_generation
 from kdcompile.lm import CharData, char_lm, evaluate_lm, pydoc_text, sample_continuations, text_file
 from kdcompile.load import load_model, save_checkpoint
 from kdcompile.losses import LOSSES, hpd, reverse_kl, tip_select
@@ -200,6 +201,7 @@ def distill_lm(teacher_path: Path, out: Path, cfg: LMDistillConfig = LMDistillCo
     _train(student, data, context, cfg.steps, cfg.batch_size, cfg.lr, cfg.seed, f"distill char-LM ({cfg.method})",
            loss_of_batch, checkpoint=checkpoint)
     metrics = evaluate_lm(student, teacher, data, context)
+    metrics["generation"] = evaluate_generation(student, teacher, data, context)
     t_params = sum(p.numel() for p in teacher.parameters())
     s_params = sum(p.numel() for p in student.parameters())
     result = metrics | {"method": cfg.method, "on_policy": on_policy, "teacher_parameters": t_params,

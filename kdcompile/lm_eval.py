@@ -55,3 +55,26 @@ def generation_metrics(samples: torch.Tensor, prompt_len: int, student: nn.Modul
             "sequence_reverse_kl": float((tnll - self_nll).mean()),
             "word_validity": word_validity(texts, vocabulary),
             "distinct1": distinct_n(texts, 1), "distinct2": distinct_n(texts, 2)}
+
+
+def evaluate_generation(student: nn.Module, teacher: nn.Module, data, context: int,
+                        temperatures: tuple[float, ...] = (1.0, 0.7), prompts: int = 32, seed: int = 4321) -> dict:
+    """generation_metrics of a char-LM student (kdcompile.lm) on fixed held-out prompts of half the context, the
+    continuation filling the other half, at each temperature: {"T1.0": {...}, "T0.7": {...}}."""
+    from kdcompile.lm import sample_continuations
+
+    def decode(ids: list[int]) -> str:
+        return "".join(data.vocab[i] for i in ids)
+
+    vocabulary = set(words(decode(data.train.tolist())))
+    half = context // 2
+    gen = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, len(data.test) - half, (prompts,), generator=gen)
+    prompt = torch.stack([data.test[s:s + half] for s in starts.tolist()])  # (prompts, half)
+    student.eval()
+    out = {}
+    for t in temperatures:
+        samples = sample_continuations(student, prompt, context - half, torch.Generator().manual_seed(seed),
+                                       temperature=t)
+        out[f"T{t}"] = generation_metrics(samples, half, student, teacher, decode, vocabulary)
+    return out

@@ -23,6 +23,8 @@ def test_every_method_distils_and_reports(teacher, tmp_path, method):
                                                                 batch_size=8))
     assert r["nll"] > 0 and r["kl_to_teacher"] >= 0 and r["student_parameters"] < r["teacher_parameters"]
     assert (tmp_path / "s.pt").exists()
+    g = r["generation"]["T0.7"]
+    assert g["tnll"] > 0 and g["self_nll"] > 0 and 0 <= g["word_validity"] <= 1 and 0 < g["distinct2"] <= 1
     if method == "tip":
         assert 0 < r["tip_kept_share"] <= 0.5 + 1e-9 and r["tip_loss_bytes_saved_per_batch"] > 0
     assert r["on_policy"] == (0.5 if method in ("gjsd", "tip") else 0.0)
