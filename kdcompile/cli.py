@@ -215,6 +215,9 @@ def distill_lm(ctx: typer.Context, teacher: Path = typer.Argument(..., help="A c
                                                   "the two-stage protocol of GKD and DistiLLM."),
                ce_weight: float = typer.Option(0.0, "--ce-weight", help="Share w of the data's cross-entropy in "
                                                "the loss: (1 - w) KD + w CE, over data tokens only."),
+               teacher_top_k: int = typer.Option(0, "--teacher-top-k", help="Tail guard: compare student and "
+                                                 "teacher on the teacher's top-k tokens only, both renormalised "
+                                                 "there (0: the whole vocabulary)."),
                seed: int = typer.Option(0, "--seed"), config: Optional[Path] = ConfigOpt) -> None:
     """Token-level distillation of a causal character LM (forward/reverse KL, JSD, skew KL, HPD, TIP)."""
     from kdcompile.config import build

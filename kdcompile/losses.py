@@ -30,16 +30,29 @@ def _masked_mean(per_row: Tensor, mask: Tensor | None) -> Tensor:
     return (per_row * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def _kl_rows(log_a: Tensor, log_b: Tensor) -> Tensor:
-    """KL(a || b) per row over the entries where both log-probabilities are finite.
+BANNED_LOG_PROB = math.log(1e-10)  # what a -inf (banned) entry of the reference side counts as inside a KL
 
-    0 log 0 = 0 where a has no mass; entries that b bans outright (-inf logits, e.g. masked vocabulary) are left
-    out, as DistiLLM does, instead of making the loss infinite. Both sides are sanitised *before* the arithmetic,
-    so no inf reaches the backward pass (torch.where alone would still give NaN gradients).
+
+def _kl_rows(log_a: Tensor, log_b: Tensor) -> Tensor:
+    """KL(a || b) per row. 0 log 0 = 0 where a has no mass. Where a has mass and b bans the entry (-inf logits,
+    e.g. a masked vocabulary), b counts as BANNED_LOG_PROB: the loss stays finite and still penalises a's mass
+    there. (Leaving such entries out, as DistiLLM's code does, hides the student's mass on tokens the teacher
+    bans from reverse KL; issue #23.) Both sides are sanitised *before* the arithmetic, so no inf reaches the
+    backward pass (torch.where alone would still give NaN gradients).
     """
-    valid = torch.isfinite(log_a) & torch.isfinite(log_b)
-    la, lb = torch.where(valid, log_a, 0.0), torch.where(valid, log_b, 0.0)
-    return torch.where(valid, la.exp() * (la - lb), 0.0).sum(-1)
+    has_mass = torch.isfinite(log_a)
+    la = torch.where(has_mass, log_a, 0.0)
+    lb = torch.where(torch.isfinite(log_b), log_b, BANNED_LOG_PROB)
+    return torch.where(has_mass, la.exp() * (la - lb), 0.0).sum(-1)
+
+
+def top_k_support(z_s: Tensor, z_t: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Both logits gathered at the teacher's top-k entries per row, (n, k) each: every loss applied to them
+    compares the two distributions restricted to that set and renormalised over it (OPSD's --top_k_loss, "tail
+    guard" of "Distillation Traps and Guards"). The teacher's tail noise leaves the loss; the student's mass outside
+    the set is neither rewarded nor penalised."""
+    idx = z_t.detach().topk(min(k, z_t.shape[-1]), dim=-1).indices
+    return z_s.gather(-1, idx), z_t.gather(-1, idx)
 
 
 def forward_kl(z_s: Tensor, z_t: Tensor, mask: Tensor | None = None, temperature: float = 1.0) -> Tensor:

@@ -116,3 +116,13 @@ def test_init_of_another_architecture_or_a_bad_ce_weight_is_one_sentence(teacher
                                                                init=str(tmp_path / "s.pt")))
     with pytest.raises(KdError, match="--ce-weight is a share"):
         distill_lm(teacher, tmp_path / "u.pt", LMDistillConfig(steps=2, batch_size=4, ce_weight=1.5))
+
+
+def test_the_tail_guard_trains_and_refuses_methods_without_a_divergence(teacher, tmp_path):
+    from kdcompile.errors import KdError
+
+    small = dict(d=16, heads=2, layers=1, steps=3, batch_size=4)
+    r = distill_lm(teacher, tmp_path / "s.pt", LMDistillConfig(method="rkl", teacher_top_k=5, **small))
+    assert r["nll"] > 0 and r["config"]["teacher_top_k"] == 5
+    with pytest.raises(KdError, match="--teacher-top-k"):
+        distill_lm(teacher, tmp_path / "t.pt", LMDistillConfig(method="hpd", teacher_top_k=5, **small))

@@ -126,3 +126,32 @@ def test_tip_sampler_keeps_the_requested_share_of_counted_tokens():
     mask = torch.arange(100) < 80
     keep = tip_select(z_s, z_t, mask=mask, ratio=0.25, mode="sampler", generator=torch.Generator().manual_seed(0))
     assert keep.sum() == 20 and not keep[80:].any()
+
+
+def test_reverse_kl_sees_student_mass_on_tokens_the_teacher_bans():
+    """Moving student mass onto a banned token raises reverse KL (it used to leave the sum unchanged)."""
+    z_t = torch.tensor([[-math.inf, 1.0, 0.0]])
+    low, high = torch.tensor([[-5.0, 1.0, 0.0]]), torch.tensor([[3.0, 1.0, 0.0]])
+    assert reverse_kl(high, z_t) > reverse_kl(low, z_t) + 1.0
+    q = torch.softmax(high, -1)[0]
+    p = torch.softmax(z_t, -1)[0]
+    expected = q[0] * (q[0].log() - math.log(1e-10)) + sum(q[i] * (q[i] / p[i]).log() for i in (1, 2))
+    assert reverse_kl(high, z_t).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert forward_kl(high, z_t).item() == pytest.approx(  # the teacher puts no mass there: nothing to count
+        sum(p[i] * (p[i] / q[i]).log() for i in (1, 2)).item(), rel=1e-5)
+
+
+def test_top_k_support_renormalises_both_over_the_teachers_top_k():
+    from kdcompile.losses import top_k_support
+
+    z_s, z_t = torch.randn(6, 10), torch.randn(6, 10)
+    s_k, t_k = top_k_support(z_s, z_t, 3)
+    assert s_k.shape == t_k.shape == (6, 3)
+    top = z_t.topk(3, -1).indices
+    assert torch.equal(t_k, z_t.gather(-1, top)) and torch.equal(s_k, z_s.gather(-1, top))
+    assert torch.allclose(torch.softmax(s_k, -1).sum(-1), torch.ones(6))  # each a distribution over the kept set
+    # the student's logits outside the set do not matter; inside it, only their differences do
+    outside = torch.where(torch.zeros_like(z_s).scatter_(-1, top, 1.0).bool(), z_s, z_s + 50 * torch.randn(6, 10))
+    assert torch.allclose(reverse_kl(*top_k_support(outside, z_t, 3)), reverse_kl(s_k, t_k))
+    assert reverse_kl(*top_k_support(z_t.clone(), z_t, 3)).abs() < 1e-6
+    assert top_k_support(z_s, z_t, 50)[0].shape == (6, 10)  # k beyond the vocabulary keeps everything
