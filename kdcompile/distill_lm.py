@@ -71,6 +71,7 @@ class LMDistillConfig:
     init: str | None = None  # a char-LM checkpoint (same architecture) to start the student from
     ce_weight: float = 0.0  # share of the data's cross-entropy in the loss, (1 - w) KD + w CE
     teacher_top_k: int = 0  # > 0: compare both distributions on the teacher's top-k tokens only (the tail guard)
+    validation: bool = False  # train and evaluate on the training text's validation split (for choosing settings)
 
 
 def _train(model, data: CharData, context: int, steps: int, batch_size: int, lr: float, seed: int, description: str,
@@ -146,6 +147,8 @@ def distill_lm(teacher_path: Path, out: Path, cfg: LMDistillConfig = LMDistillCo
     source = loaded.meta.get("dataset", "pydoc")
     teacher = loaded.module
     data = pydoc_text() if source == "pydoc" else text_file(Path(source), vocab=loaded.meta.get("vocab"))
+    if cfg.validation:
+        data = data.validation()
     if data.vocab != loaded.meta.get("vocab"):
         raise KdError("The teacher's vocabulary differs from the text's; it was trained on other data.")
     context = loaded.meta["arch_kwargs"]["context"]

@@ -30,6 +30,12 @@ class CharData:
         starts = torch.randint(0, len(data) - l - 1, (b,), generator=gen)
         return torch.stack([data[s:s + l + 1] for s in starts.tolist()])
 
+    def validation(self, fraction: float = 0.05) -> "CharData":
+        """The training text split again: its last `fraction` becomes the held-out part. Choices (a learning
+        rate, a temperature) are made on it, so the real held-out text is looked at once."""
+        cut = int(len(self.train) * (1 - fraction))
+        return CharData(self.vocab, self.train[:cut], self.train[cut:])
+
 
 def _encode(text: str, vocab: str | None = None, heldout_fraction: float = 0.1) -> CharData:
     vocab = vocab or "".join(sorted(set(text)))
@@ -112,9 +118,10 @@ def sample_continuations(model: nn.Module, prompts: torch.Tensor, new_tokens: in
 @torch.no_grad()
 def evaluate_lm(student: nn.Module, teacher: nn.Module | None, data: CharData, context: int,
                 batches: int = 20, batch_size: int = 32, seed: int = 1234) -> dict:
-    """Held-out NLL per character (nats) and KL(teacher || student) per character, on fixed random windows."""
+    """Held-out NLL per character (nats), KL(teacher || student) and KL(student || teacher) per character, on
+    fixed random windows."""
     gen = torch.Generator().manual_seed(seed)
-    nll = kl = 0.0
+    nll = kl = rkl = 0.0
     student.eval()
     for _ in range(batches):
         chunk = data.batch("test", batch_size, context, gen)
@@ -124,5 +131,7 @@ def evaluate_lm(student: nn.Module, teacher: nn.Module | None, data: CharData, c
         if teacher is not None:
             log_p = F.log_softmax(teacher(x).float(), -1)
             kl += (log_p.exp() * (log_p - log_q)).sum(-1).mean().item()
+            rkl += (log_q.exp() * (log_q - log_p)).sum(-1).mean().item()
     return {"nll": nll / batches, "bits_per_char": nll / batches / math.log(2),
-            "kl_to_teacher": kl / batches if teacher is not None else None}
+            "kl_to_teacher": kl / batches if teacher is not None else None,
+            "reverse_kl_to_teacher": rkl / batches if teacher is not None else None}

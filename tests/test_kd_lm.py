@@ -1,0 +1,39 @@
+"""The LM protocol's runner (bench/kd_lm.py) end to end at toy sizes: stage 1 once per seed, stage 2 from it,
+the learning rate chosen on the validation split, lm.json in the issue's shape, and a rerun that trains nothing."""
+
+import json
+import sys
+
+import pytest
+
+from bench import kd_lm
+from kdcompile.distill_lm import LMConfig, train_char_lm_teacher
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    teacher = tmp_path / "teacher.pt"
+    train_char_lm_teacher(teacher, LMConfig(d=32, heads=2, layers=1, context=32, steps=20, batch_size=8))
+    monkeypatch.setattr(kd_lm, "WORK", tmp_path / "work")
+    monkeypatch.setattr(kd_lm, "RESULTS", tmp_path)
+    monkeypatch.setattr(kd_lm, "teacher_path", lambda: teacher)
+    monkeypatch.setattr(sys, "argv", ["kd_lm", "--seeds", "0", "1", "--methods", "ce", "rkl", "--stage1", "4",
+                                      "--stage2", "3"])
+    return tmp_path
+
+
+def test_the_lm_protocol_writes_every_method_and_reruns_from_its_log(tiny):
+    kd_lm.main()
+    out = json.loads((tiny / "lm.json").read_text())
+    for m in ("ce", "rkl"):
+        r = out[m]
+        assert {"nll_mean", "tnll_mean", "self_nll_mean", "word_validity_mean", "distinct2_mean"} <= set(r)
+        assert r["lr"] in kd_lm.LR_GRID and r["nll_mean"] > 0
+    assert (tiny / "lm.png").stat().st_size > 0
+    work = tiny / "work"
+    assert sorted(p.name for p in work.glob("stage1_*.pt")) == ["stage1_seed0_s4.pt", "stage1_seed0_val_s4.pt",
+                                                                "stage1_seed1_s4.pt"]
+    lines = (work / "runs.jsonl").read_text().splitlines()
+    assert len(lines) == 2 * len(kd_lm.LR_GRID) + 2 * 2  # grid on validation, then 2 methods x 2 seeds
+    kd_lm.main()  # everything is in the log: nothing trains again
+    assert (work / "runs.jsonl").read_text().splitlines() == lines
