@@ -54,6 +54,10 @@ def summary(r: dict) -> dict:
     out = {"nll": r["nll"], "fkl": r["kl_to_teacher"], "rkl": r.get("reverse_kl_to_teacher")}
     for t in TEMPERATURES:
         out |= {f"{k}_{t}": v for k, v in r["generation"][t].items()}
+    d = r["diagnostics"]  # the guards paper's figures, per run (kdcompile.lm_eval.teacher_diagnostics)
+    out |= {k: d[k] for k in ("teacher_tail_mass", "fkl_head", "fkl_tail", "rkl_head", "rkl_tail", "teacher_ece")}
+    out |= {"teacher_top1_on_student_prefixes": d["teacher_on_student_prefixes"]["top1"],
+            "teacher_top1_on_data_prefixes": d["teacher_on_data_prefixes"]["top1"]}
     return out
 
 

@@ -215,6 +215,12 @@ def distill_lm(ctx: typer.Context, teacher: Path = typer.Argument(..., help="A c
                                                   "the two-stage protocol of GKD and DistiLLM."),
                ce_weight: float = typer.Option(0.0, "--ce-weight", help="Share w of the data's cross-entropy in "
                                                "the loss: (1 - w) KD + w CE, over data tokens only."),
+               on_policy_schedule: str = typer.Option("constant", "--on-policy-schedule", help="constant, or "
+                                                      "linear: the on-policy share rises from 0 to --on-policy "
+                                                      "over training (a guard against early off-policy noise)."),
+               calibrate_teacher: bool = typer.Option(False, "--calibrate-teacher", help="Divide the teacher's "
+                                                      "logits by the temperature that minimises its NLL on "
+                                                      "validation text, before distilling."),
                teacher_top_k: int = typer.Option(0, "--teacher-top-k", help="Tail guard: compare student and "
                                                  "teacher on the teacher's top-k tokens only, both renormalised "
                                                  "there (0: the whole vocabulary)."),

@@ -30,7 +30,7 @@ from kdcompile.checkpoint import Checkpoint, save_due
 from kdcompile.errors import KdError
 from kdcompile.files import file_sha256
 from kdcompile.hf import not_built_yet
-from kdcompile.lm_eval import evaluate_generation
+from kdcompile.lm_eval import evaluate_generation, fit_temperature, teacher_diagnostics
 from kdcompile.lm import CharData, char_lm, evaluate_lm, pydoc_text, sample_continuations, text_file
 from kdcompile.load import load_model, save_checkpoint
 from kdcompile.losses import LOSSES, hpd, reverse_kl, tip_select, top_k_support
@@ -72,6 +72,8 @@ class LMDistillConfig:
     ce_weight: float = 0.0  # share of the data's cross-entropy in the loss, (1 - w) KD + w CE
     teacher_top_k: int = 0  # > 0: compare both distributions on the teacher's top-k tokens only (the tail guard)
     validation: bool = False  # train and evaluate on the training text's validation split (for choosing settings)
+    on_policy_schedule: str = "constant"  # or "linear": the on-policy share rises from 0 to `on_policy` (a guard)
+    calibrate_teacher: bool = False  # divide the teacher's logits by the temperature fitted on validation text
 
 
 def _train(model, data: CharData, context: int, steps: int, batch_size: int, lr: float, seed: int, description: str,
@@ -88,7 +90,7 @@ def _train(model, data: CharData, context: int, steps: int, batch_size: int, lr:
         task = bar.add_task(description, total=steps, completed=start, info="")
         for step in range(start, steps):
             model.train()
-            loss = loss_of_batch(data.batch("train", batch_size, context, gen), gen)
+            loss = loss_of_batch(data.batch("train", batch_size, context, gen), gen, step / steps)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -109,7 +111,7 @@ def train_char_lm_teacher(out: Path, cfg: LMConfig = LMConfig()) -> dict:
     kwargs = {"vocab": len(data.vocab), "d": cfg.d, "heads": cfg.heads, "layers": cfg.layers, "context": cfg.context}
     model = char_lm(**kwargs)
 
-    def ce(chunk, gen):
+    def ce(chunk, gen, _progress):
         return F.cross_entropy(model(chunk[:, :-1]).flatten(0, 1), chunk[:, 1:].flatten())
 
     _train(model, data, cfg.context, cfg.steps, cfg.batch_size, cfg.lr, cfg.seed, "train char-LM teacher", ce)
@@ -121,6 +123,25 @@ def train_char_lm_teacher(out: Path, cfg: LMConfig = LMConfig()) -> dict:
     console.print(f"char-LM teacher: {n_params / 1e6:.2f} M parameters, held-out {metrics['bits_per_char']:.3f} "
                   f"bits/char -> {out}")
     return metrics | {"parameters": n_params}
+
+
+class Tempered(torch.nn.Module):
+    """A teacher whose logits are divided by a temperature (its one-parameter calibration)."""
+
+    def __init__(self, model: torch.nn.Module, temperature: float):
+        super().__init__()
+        self.model, self.temperature, self.context = model, temperature, model.context
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) / self.temperature
+
+
+@torch.no_grad()
+def calibrated_temperature(teacher: torch.nn.Module, data: CharData, context: int, windows: int = 64) -> float:
+    """The teacher's temperature fitted on the training text's validation split (never the held-out text)."""
+    chunk = data.validation().batch("test", windows, context, torch.Generator().manual_seed(7))
+    logits = teacher(chunk[:, :-1]).flatten(0, 1)
+    return fit_temperature(logits, chunk[:, 1:].flatten())
 
 
 def start_from(student: torch.nn.Module, path: Path, kwargs: dict) -> None:
@@ -159,16 +180,25 @@ def distill_lm(teacher_path: Path, out: Path, cfg: LMDistillConfig = LMDistillCo
         start_from(student, Path(cfg.init), kwargs)
     if not 0.0 <= cfg.ce_weight <= 1.0:
         raise KdError(f"--ce-weight is a share between 0 and 1, got {cfg.ce_weight}.")
+    if cfg.on_policy_schedule not in ("constant", "linear"):
+        raise KdError(f"--on-policy-schedule is constant or linear, got '{cfg.on_policy_schedule}'.")
+    teacher_temperature = calibrated_temperature(teacher, data, context) if cfg.calibrate_teacher else 1.0
+    if teacher_temperature != 1.0:
+        teacher = Tempered(teacher, teacher_temperature)
     if cfg.teacher_top_k and cfg.method in (*CE_ONLY, "hpd"):
         raise KdError(f"--teacher-top-k restricts a divergence to the teacher's top tokens; '{cfg.method}' has none "
                       "to restrict (use fkl, rkl, gjsd, skl or tip).")
     on_policy = ON_POLICY_DEFAULT.get(cfg.method, 0.0) if cfg.on_policy is None else cfg.on_policy
     kept_share = []
+    on_policy_steps: list[int] = []  # the steps whose batch the student wrote (this call's; not resumed ones)
 
-    def loss_of_batch(chunk: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def loss_of_batch(chunk: torch.Tensor, gen: torch.Generator, progress: float) -> torch.Tensor:
+        """The loss of one batch; `progress` is the share of training done (0 at the first step)."""
         x, y = chunk[:, :-1], chunk[:, 1:]  # (b, l)
         mask = torch.ones_like(y, dtype=torch.bool)
-        if on_policy and torch.rand((), generator=gen).item() < on_policy:
+        share = on_policy * progress if cfg.on_policy_schedule == "linear" else on_policy
+        if share and torch.rand((), generator=gen).item() < share:
+            on_policy_steps.append(round(progress * cfg.steps))
             half = x.shape[1] // 2  # the student writes the second half from the data's first half
             student.eval()
             seq = sample_continuations(student, x[:, :half + 1], x.shape[1] - half, gen)
@@ -215,9 +245,12 @@ def distill_lm(teacher_path: Path, out: Path, cfg: LMDistillConfig = LMDistillCo
            loss_of_batch, checkpoint=checkpoint)
     metrics = evaluate_lm(student, teacher, data, context)
     metrics["generation"] = evaluate_generation(student, teacher, data, context)
+    metrics["diagnostics"] = teacher_diagnostics(student, teacher, data, context)
+    metrics["teacher_temperature"] = teacher_temperature
     t_params = sum(p.numel() for p in teacher.parameters())
     s_params = sum(p.numel() for p in student.parameters())
-    result = metrics | {"method": cfg.method, "on_policy": on_policy, "teacher_parameters": t_params,
+    result = metrics | {"method": cfg.method, "on_policy": on_policy, "on_policy_steps": on_policy_steps,
+                        "teacher_parameters": t_params,
                         "student_parameters": s_params, "config": asdict(cfg)}
     if kept_share:
         kept, rows, v = (sum(x[i] for x in kept_share) / len(kept_share) for i in range(3))

@@ -10,6 +10,7 @@ distinct-n (unique word n-grams over all word n-grams). Glossary: b batch, l len
 
 from __future__ import annotations
 
+import math
 import re
 
 import torch
@@ -78,3 +79,62 @@ def evaluate_generation(student: nn.Module, teacher: nn.Module, data, context: i
                                        temperature=t)
         out[f"T{t}"] = generation_metrics(samples, half, student, teacher, decode, vocabulary)
     return out
+
+
+def head_tail_kl(log_p: torch.Tensor, log_q: torch.Tensor, k: int) -> dict:
+    """Forward KL(p || q) and reverse KL(q || p) per row, each split into the teacher's top-k entries (head) and the
+    rest (tail), averaged over rows; and the teacher's mass outside its top-k. log_p, log_q (n, v)."""
+    head = torch.zeros_like(log_p, dtype=torch.bool).scatter_(-1, log_p.topk(min(k, log_p.shape[-1]), -1).indices,
+                                                              True)
+    p, q = log_p.exp(), log_q.exp()
+    fkl, rkl = p * (log_p - log_q), q * (log_q - log_p)
+    return {"teacher_tail_mass": float((p * ~head).sum(-1).mean()),
+            "fkl_head": float((fkl * head).sum(-1).mean()), "fkl_tail": float((fkl * ~head).sum(-1).mean()),
+            "rkl_head": float((rkl * head).sum(-1).mean()), "rkl_tail": float((rkl * ~head).sum(-1).mean())}
+
+
+def expected_calibration_error(log_p: torch.Tensor, y: torch.Tensor, bins: int = 15) -> float:
+    """ECE of top-1 predictions: sum over equal-width confidence bins of |accuracy - confidence| times the bin's
+    share of rows."""
+    conf, pred = log_p.exp().max(-1)
+    right = (pred == y).float()
+    edges = torch.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (conf > lo) & (conf <= hi)
+        if inside.any():
+            ece += float(inside.float().mean() * (right[inside].mean() - conf[inside].mean()).abs())
+    return ece
+
+
+def fit_temperature(logits: torch.Tensor, y: torch.Tensor, grid: torch.Tensor | None = None) -> float:
+    """The temperature T minimising the NLL of softmax(logits / T) on (logits, y): the one-parameter calibration
+    of a teacher, fitted on held-out data. A grid search (log-spaced, 0.5..3), robust and exact enough for one
+    parameter."""
+    grid = grid if grid is not None else torch.logspace(math.log10(0.5), math.log10(3.0), 41)
+    nll = torch.stack([F.cross_entropy(logits.float() / t, y) for t in grid])
+    return float(grid[nll.argmin()])
+
+
+@torch.no_grad()
+def teacher_diagnostics(student: nn.Module, teacher: nn.Module, data, context: int, k: int = 5,
+                        windows: int = 16, seed: int = 99) -> dict:
+    """What "Distillation Traps and Guards" asks to watch, on held-out text (kd_protocol.md §B): the teacher's
+    mass outside its top-k and the KLs split into head and tail; the teacher's ECE; and the teacher's top-1
+    confidence and entropy at data prefixes against prefixes the student wrote (half a context each)."""
+    from kdcompile.lm import sample_continuations
+
+    gen = torch.Generator().manual_seed(seed)
+    chunk = data.batch("test", windows, context, gen)
+    x, y = chunk[:, :-1], chunk[:, 1:]
+    log_p = F.log_softmax(teacher(x).float(), -1).flatten(0, 1)
+    log_q = F.log_softmax(student(x).float(), -1).flatten(0, 1)
+    half = context // 2
+    written = sample_continuations(student, x[:, :half], context - half, gen)  # (windows, context)
+    log_p_w = F.log_softmax(teacher(written).float(), -1)[:, half:].flatten(0, 1)  # at student-written prefixes
+    log_p_d = log_p.view(windows, context, -1)[:, half:].flatten(0, 1)  # the same positions, data prefixes
+
+    def confidence(lp: torch.Tensor) -> dict:
+        return {"top1": float(lp.exp().max(-1).values.mean()), "entropy": float(-(lp.exp() * lp).sum(-1).mean())}
+    return {**head_tail_kl(log_p, log_q, k), "k": k, "teacher_ece": expected_calibration_error(log_p, y.flatten()),
+            "teacher_on_data_prefixes": confidence(log_p_d), "teacher_on_student_prefixes": confidence(log_p_w)}

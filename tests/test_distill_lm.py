@@ -126,3 +126,16 @@ def test_the_tail_guard_trains_and_refuses_methods_without_a_divergence(teacher,
     assert r["nll"] > 0 and r["config"]["teacher_top_k"] == 5
     with pytest.raises(KdError, match="--teacher-top-k"):
         distill_lm(teacher, tmp_path / "t.pt", LMDistillConfig(method="hpd", teacher_top_k=5, **small))
+
+
+def test_the_linear_on_policy_schedule_starts_off_policy_and_calibration_reports_its_temperature(teacher, tmp_path):
+    small = dict(method="gjsd", d=16, heads=2, layers=1, steps=12, batch_size=4, on_policy=1.0)
+    const = distill_lm(teacher, tmp_path / "a.pt", LMDistillConfig(**small))
+    assert const["on_policy_steps"] == list(range(12))  # a share of 1: every batch written by the student
+    ramp = distill_lm(teacher, tmp_path / "b.pt", LMDistillConfig(on_policy_schedule="linear",
+                                                                   calibrate_teacher=True, **small))
+    assert 0 not in ramp["on_policy_steps"] and 0 < len(ramp["on_policy_steps"]) < 12
+    assert 0.5 <= ramp["teacher_temperature"] <= 3.0 and const["teacher_temperature"] == 1.0
+    d = ramp["diagnostics"]
+    assert 0 <= d["teacher_tail_mass"] <= 1 and d["teacher_ece"] >= 0
+    assert set(d["teacher_on_student_prefixes"]) == {"top1", "entropy"}
