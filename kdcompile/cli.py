@@ -41,8 +41,10 @@ StudentOpt = typer.Option(None, "--student", help="width:R prunes a share R of t
                                                   "package.module:factory is your own architecture. Default: width "
                                                   "pruning to --flops-ratio.")
 EpochsOpt = typer.Option(8, "--epochs", help="Distillation epochs.")
-BatchOpt = typer.Option(64, "--batch-size", help="Inputs per training step (Hugging Face teachers: 32 sequences "
-                        "for an encoder and 8 for a causal LM unless given).")
+BatchOpt = typer.Option(None, "--batch-size", help="Inputs per training step (default 64; Hugging Face teachers: "
+                        "32 sequences for an encoder, 8 for a causal LM).")
+LrOpt = typer.Option(None, "--lr", help="Peak learning rate of AdamW's one-cycle schedule (default 3e-3; Hugging "
+                     "Face teachers, whose students start from pretrained layers: 1e-4).")
 LossOpt = typer.Option("hinton", "--loss", help="Distillation method: hinton, fkl, rkl, skl, srkl, gjsd, tvd (logit "
                                                  "losses), dkd, fitnets, at, rkd (feature losses), ce or scratch. "
                                                  "Hugging Face encoders: minilm (the default for them: MiniLM's "
@@ -191,7 +193,8 @@ def distill(ctx: typer.Context, model: Path = typer.Argument(..., help="The teac
                                                    "Hugging Face model folder (encoder or causal LM) or a GGUF file."),
             out: Optional[Path] = OutOpt, arch: Optional[str] = ArchOpt, trust_pickle: bool = TrustOpt,
             input_shape: Optional[str] = ShapeOpt, data: Optional[str] = DataOpt, flops_ratio: float = FlopsOpt,
-            student: Optional[str] = StudentOpt, epochs: int = EpochsOpt, batch_size: int = BatchOpt,
+            student: Optional[str] = StudentOpt, epochs: int = EpochsOpt, batch_size: Optional[int] = BatchOpt,
+            lr: Optional[float] = LrOpt,
             temperature: float = TempOpt, alpha: float = AlphaOpt, loss: str = LossOpt, augment_pixels: Optional[float] = AugmentOpt,
             min_kept: float = MinKeptOpt, seq_len: Optional[int] = SeqLenOpt, threads: int = ThreadsOpt,
             force: bool = ForceOpt, config: Optional[Path] = ConfigOpt) -> None:
@@ -294,7 +297,7 @@ def distill_and_tune(ctx: typer.Context, model: Path = typer.Argument(..., help=
                      out: Optional[Path] = OutOpt, arch: Optional[str] = ArchOpt, trust_pickle: bool = TrustOpt,
                      input_shape: Optional[str] = ShapeOpt, data: Optional[str] = DataOpt,
                      flops_ratio: float = FlopsOpt, student: Optional[str] = StudentOpt, epochs: int = EpochsOpt,
-                     batch_size: int = BatchOpt, temperature: float = TempOpt, alpha: float = AlphaOpt, loss: str = LossOpt,
+                     batch_size: Optional[int] = BatchOpt, lr: Optional[float] = LrOpt, temperature: float = TempOpt, alpha: float = AlphaOpt, loss: str = LossOpt,
                      augment_pixels: Optional[float] = AugmentOpt, min_kept: float = MinKeptOpt,
                      seq_len: Optional[int] = SeqLenOpt, trials: int = TrialsOpt, cost_model: str = CostOpt, defaults: str = DefaultsOpt,
                      layout: str = LayoutOpt, models: Optional[str] = ModelsOpt, threads: int = ThreadsOpt,

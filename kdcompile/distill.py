@@ -5,7 +5,7 @@ Writes run.json (how to reload the teacher), student.pt2 and distill.json to the
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -50,8 +50,8 @@ class DistillConfig:
     temperature: float = 4.0
     alpha: float = 0.9  # weight of the KD term; (1 - alpha) goes to cross-entropy on labels, when there are labels
     epochs: int = 8
-    batch_size: int = 64
-    lr: float = 3e-3
+    batch_size: int | None = None  # None: 64 for classifiers; Hugging Face teachers: distill_hf.HF_BATCH
+    lr: float | None = None  # AdamW peak learning rate; None: 3e-3 for classifiers, distill_hf.HF_LR for HF models
     seed: int = 0
     threads: int = 0  # 0: the cores this process may use
     augment_pixels: float | None = None  # random shifts of image inputs, up to this many pixels; None: 2 on the
@@ -64,6 +64,7 @@ class DistillConfig:
 
 # Fields added after run folders existed: left out of the identity while unset, so older runs are still reused.
 LATER_FIELDS = ("seq_len",)
+CLASSIFIER_DEFAULTS = {"batch_size": 64, "lr": 3e-3}  # what None means for a classifier (as before it could be None)
 
 
 # How far augmentation may lower the teacher's own held-out accuracy before it is refused: its soft targets on
@@ -165,6 +166,8 @@ def distill(spec: TeacherSpec, run_dir: Path, cfg: DistillConfig = DistillConfig
         from kdcompile.distill_hf import resolved
 
         cfg = resolved(cfg, hf_kind)
+    else:
+        cfg = replace(cfg, **{k: v for k, v in CLASSIFIER_DEFAULTS.items() if getattr(cfg, k) is None})
     identity = identity_of(spec, cfg)
     if not force and run.student.exists() and (run.root / "distill.json").exists():
         done = run.read_json("distill.json")

@@ -144,13 +144,10 @@ def resolved(cfg, kind: str):
     """`cfg` with the Hugging Face defaults filled in: the loss for the model kind, the text and sequence length."""
     from dataclasses import replace
 
-    from kdcompile.distill import DistillConfig
-
     loss = DEFAULT_LOSS[kind] if cfg.loss in (None, "hinton") else cfg.loss
-    lr = HF_LR if cfg.lr == DistillConfig.lr else cfg.lr  # the classifiers' default is far too high for them
-    batch = HF_BATCH[kind] if cfg.batch_size == DistillConfig.batch_size else cfg.batch_size
     return replace(cfg, loss=_checked_loss(kind, loss), data=cfg.data or DEFAULT_TEXT,
-                   seq_len=cfg.seq_len or DEFAULT_SEQ_LEN, lr=lr, batch_size=batch)
+                   seq_len=cfg.seq_len or DEFAULT_SEQ_LEN, lr=cfg.lr or HF_LR,
+                   batch_size=cfg.batch_size or HF_BATCH[kind])
 
 
 def _eager(model: nn.Module) -> nn.Module:
