@@ -158,6 +158,9 @@ def _config(folder: Path, path: Path, **kwargs):
     try:
         return transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True, **kwargs)
     except (ValueError, KeyError, OSError) as e:  # unknown model type, code shipped in the folder, bad JSON
+        if "gguf_file" in kwargs:
+            raise KdError(f"{path} starts like a GGUF file, but transformers' GGUF reader cannot read its header "
+                          f"(damaged, or an architecture it does not know): {_first_line(e)}") from e
         raise KdError(f"{path} holds a model that transformers {transformers.__version__} cannot build offline "
                       f"from its own code (kdcompile neither downloads model code nor runs code from the folder): "
                       f"{_first_line(e)}") from e
