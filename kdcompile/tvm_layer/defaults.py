@@ -17,10 +17,9 @@ import numpy as np
 import tvm
 from tvm.s_tir import meta_schedule as ms
 
-from kdcompile.tvm_layer.lowering import extract_tasks
 from kdcompile.tvm_layer.measure import MS_LOGGER, quiet_ms_logging
 from kdcompile.tvm_layer.records import TuningRecordFiles, count_records, has_record, load_database, trace_replays
-from kdcompile.tvm_layer.space import space_generator
+from kdcompile.tvm_layer.space import schedulable_tasks, space_generator
 from kdcompile.tvm_layer.target import search_threads
 
 UNMEASURED_SECS = 1.0  # run_secs of a default record: it was predicted, never measured
@@ -37,7 +36,7 @@ def default_schedules(mod: tvm.IRModule, target: tvm.target.Target, out_dir: Pat
     db = TuningRecordFiles(out_dir)
     tuned = load_database(tuned_dir) if tuned_dir and count_records(tuned_dir) else None
     made = 0
-    for task in extract_tasks(mod, target):
+    for task in schedulable_tasks(mod, target):
         if has_record(db, task) or (tuned is not None and has_record(tuned, task)):
             continue
         if on_task is not None:

@@ -72,9 +72,18 @@ def has_convolution(mod: tvm.IRModule) -> bool:
     return bool(calls(mod, "relax.nn.conv2d"))
 
 
+# Tasks left unscheduled (TVM's plain loop nest, which is correct): MetaSchedule's CPU programs for TOPI's
+# gather_nd gave wrong results in TVM 0.27. Found on all-MiniLM-L6-v2 (2026-12-01): every default schedule and
+# every tuned one of `te_gather_nd` (the gather transformers' attention-mask code exports) changed the embeddings
+# of padded sentences by up to 0.24, while full-length ones matched to 1e-7; with that one task unscheduled the
+# build matches onnxruntime to 2e-7. The tune stage's parity check caught it.
+UNSCHEDULED = ("gather_nd",)
+
+
 def extract_tasks(mod: tvm.IRModule, target: tvm.target.Target) -> list:
-    """The tunable tasks (MetaSchedule's ExtractedTask) of a lowered module."""
-    return ms.relax_integration.extract_tasks(mod, target)
+    """The tunable tasks (MetaSchedule's ExtractedTask) of a lowered module, without those in UNSCHEDULED."""
+    return [t for t in ms.relax_integration.extract_tasks(mod, target)
+            if not any(name in t.task_name for name in UNSCHEDULED)]
 
 
 def lower(mod: tvm.IRModule, target: tvm.target.Target, lowering: Lowering = Lowering()) -> tvm.IRModule:

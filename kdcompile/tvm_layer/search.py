@@ -13,11 +13,10 @@ from tvm.s_tir import meta_schedule as ms
 from kdcompile.files import write_json
 from kdcompile.measured import failed, mean_seconds
 from kdcompile.tvm_layer import budget
-from kdcompile.tvm_layer.lowering import extract_tasks
 from kdcompile.tvm_layer.measure import ProgressCallback, build_and_time, builder, quiet_ms_logging, runner
 from kdcompile.tvm_layer.records import (TuningRecordFiles, best_seconds, count_records, has_record, load_database,
                                          measure_callbacks, private_copy)
-from kdcompile.tvm_layer.space import space_generator
+from kdcompile.tvm_layer.space import schedulable_tasks, space_generator
 
 SEARCHED = "searched.json"  # in the tuning folder: which tasks the search got, and why
 
@@ -43,7 +42,7 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trial
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     start = count_records(work_dir)
-    tasks = extract_tasks(mod, target)
+    tasks = schedulable_tasks(mod, target)
     if num_trials - start <= 0 or not tasks:
         return 0
     callbacks = [ProgressCallback(on_batch)] if on_batch is not None else []
@@ -109,7 +108,7 @@ def measure_defaults(mod: tvm.IRModule, target: tvm.target.Target, defaults_dir:
     measured record are not measured again. At most `limit` new trials. Returns each task's best seconds."""
     defaults, db = load_database(defaults_dir), TuningRecordFiles(work_dir)
     seconds, todo = {}, []
-    for task in extract_tasks(mod, target):
+    for task in schedulable_tasks(mod, target):
         if has_record(db, task):
             if (best := best_seconds(db, task)) is not None:
                 seconds[task.task_name] = best

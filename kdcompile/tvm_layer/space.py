@@ -52,3 +52,33 @@ def space_generator(target: tvm.target.Target):
     spaces = [ms.space_generator.PostOrderApply(sch_rules=schedule_rules(target, parallel=p), postprocs="from-target",
                                                 mutator_probs="from-target") for p in (True, False)]
     return ms.space_generator.SpaceGeneratorUnion(spaces)
+
+
+# Tasks whose design space was built (or failed) before, by structural equality: one MemoryDatabase each.
+_SPACE_BUILT, _SPACE_FAILED = ms.database.MemoryDatabase(), ms.database.MemoryDatabase()
+
+
+def schedulable(task, target: tvm.target.Target) -> bool:
+    """Whether MetaSchedule can build the task's design space. TVM 0.27 raises a ScheduleError
+    ('reverse-compute-at': a producer not under the target loop) for some fused reductions, e.g. a small BERT's
+    pooling; such a task keeps TVM's plain loop nest (correct, unoptimised) instead of stopping the whole tune."""
+    mod = task.dispatched[0]
+    if _SPACE_BUILT.has_workload(mod):
+        return True
+    if _SPACE_FAILED.has_workload(mod):
+        return False
+    ctx = ms.TuneContext(mod=mod, target=target, space_generator=space_generator(target), task_name=task.task_name)
+    try:
+        ctx.generate_design_space()
+    except Exception:  # noqa: BLE001 - s_tir's ScheduleError derives from no TVM error class
+        _SPACE_FAILED.commit_workload(mod)
+        return False
+    _SPACE_BUILT.commit_workload(mod)
+    return True
+
+
+def schedulable_tasks(mod: tvm.IRModule, target: tvm.target.Target) -> list:
+    """The tasks of a lowered module that get schedules (defaults and search); the others run unscheduled."""
+    from kdcompile.tvm_layer.lowering import extract_tasks
+
+    return [t for t in extract_tasks(mod, target) if schedulable(t, target)]
