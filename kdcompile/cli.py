@@ -44,7 +44,7 @@ EpochsOpt = typer.Option(8, "--epochs", help="Distillation epochs.")
 BatchOpt = typer.Option(None, "--batch-size", help="Inputs per training step (default 64; Hugging Face teachers: "
                         "32 sequences for an encoder, 8 for a causal LM).")
 LrOpt = typer.Option(None, "--lr", help="Peak learning rate of AdamW's one-cycle schedule (default 3e-3; Hugging "
-                     "Face teachers, whose students start from pretrained layers: 1e-4).")
+                     "Face students, which start from pretrained layers: 1e-3 for encoders, 1e-4 for causal LMs).")
 LossOpt = typer.Option("hinton", "--loss", help="Distillation method: hinton, fkl, rkl, skl, srkl, gjsd, tvd (logit "
                                                  "losses), dkd, fitnets, at, rkd (feature losses), ce or scratch. "
                                                  "Hugging Face encoders: minilm (the default for them: MiniLM's "
