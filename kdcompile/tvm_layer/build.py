@@ -17,6 +17,7 @@ from tvm.s_tir import meta_schedule as ms
 from kdcompile.files import atomic_path
 from kdcompile.tvm_layer.lowering import extract_tasks
 from kdcompile.tvm_layer.records import best_seconds, count_records, load_database
+from kdcompile.tvm_layer.space import schedulable_tasks
 
 
 def apply_schedules(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path | None,
@@ -26,12 +27,30 @@ def apply_schedules(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path
     dbs = [load_database(d) for d in (work_dir, defaults_dir) if d is not None and count_records(d) > 0]
     if not dbs:
         return mod
-    db = dbs[0] if len(dbs) == 1 else ms.database.OrderedUnionDatabase(*dbs)
+    db = _chosen_records(mod, target, dbs)
     with target, tvm.transform.PassContext(opt_level=3), db:
         mod = relax.transform.MetaScheduleApplyDatabase()(mod)
         # weights whose tuned program wants another layout: transform the constants now, not per call
         return tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(),
                                          relax.transform.FoldConstant()])(mod)
+
+
+def _chosen_records(mod: tvm.IRModule, target: tvm.target.Target, dbs: list) -> ms.database.MemoryDatabase:
+    """Per task that gets schedules (space.schedulable_tasks), the best record of the first database holding one.
+    Tasks left unscheduled (lowering.UNSCHEDULED, no design space) get none, even where an older database has a
+    record for them: applying it would bring the wrong program back."""
+    chosen = ms.database.MemoryDatabase()
+    for task in schedulable_tasks(mod, target):
+        for db in dbs:
+            if not db.has_workload(task.dispatched[0]):
+                continue
+            top = db.get_top_k(db.commit_workload(task.dispatched[0]), 1)
+            if top:
+                r = top[0]
+                chosen.commit_tuning_record(ms.database.TuningRecord(
+                    r.trace, chosen.commit_workload(task.dispatched[0]), r.run_secs, r.target, r.args_info))
+                break
+    return chosen
 
 
 def compile_tuned(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path | None, out: Path,
