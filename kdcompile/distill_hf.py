@@ -102,7 +102,8 @@ class EncoderForKD(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> EncoderOut:
         mask = ids != self.pad
-        ids, mask = ids[:, :int(mask.sum(1).max())], mask[:, :int(mask.sum(1).max())]
+        longest = int(mask.sum(1).max())
+        ids, mask = ids[:, :longest], mask[:, :longest]
         out = self.model(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True,
                          output_attentions=True)
         e = pool(out.last_hidden_state, mask, self.pooling)
