@@ -39,7 +39,9 @@ FlopsOpt = typer.Option(0.25, "--flops-ratio", help="The pruned student has at m
 StudentOpt = typer.Option(None, "--student", help="width:R prunes a share R of the teacher's channels; depth:K "
                                                   "keeps K evenly spaced repeated blocks; a model file or "
                                                   "package.module:factory is your own architecture. Default: width "
-                                                  "pruning to --flops-ratio.")
+                                                  "pruning to --flops-ratio. Hugging Face teachers: depth:K, mlp:N "
+                                                  "(the N most important units of every MLP) or depth:K,mlp:N; "
+                                                  "default every other layer.")
 EpochsOpt = typer.Option(8, "--epochs", help="Distillation epochs.")
 BatchOpt = typer.Option(None, "--batch-size", help="Inputs per training step (default 64; Hugging Face teachers: "
                         "32 sequences for an encoder, 8 for a causal LM).")
@@ -108,9 +110,9 @@ def _lm_methods() -> tuple[str, ...]:
 
 
 def _student(value):
-    """--student: width:R, depth:K, a model file, or package.module:factory."""
+    """--student: width:R, depth:K, mlp:N (Hugging Face teachers), a model file, or package.module:factory."""
     module, _, factory = (value or "").partition(":")
-    if value is None or value.startswith(("width:", "depth:")) or Path(value).is_file() or (
+    if value is None or value.startswith(("width:", "depth:", "mlp:")) or Path(value).is_file() or (
             factory.isidentifier() and all(p.isidentifier() for p in module.split("."))):
         return value
     raise typer.BadParameter(f"'{value}' is neither width:R, depth:K, an existing model file nor "

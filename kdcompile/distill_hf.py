@@ -2,8 +2,9 @@
 on text tokenised with the teacher's own tokenizer, saved as a Hugging Face folder and as the one-input graph the
 later stages export, tune and time.
 
-Students: "depth:K" keeps K layers picked evenly (the first and the last included), "every_other" (the default)
-layers 0, 2, 4, ... as DistilBERT does; the weights are the teacher's (kdcompile.hf.depth_student).
+Students (--student): "depth:K" keeps K layers picked evenly (the first and the last included), no spec keeps
+layers 0, 2, 4, ... as DistilBERT does; "mlp:N" keeps the N most important hidden units of every MLP (width), and
+"depth:K,mlp:N" does both. The weights are the teacher's (kdcompile.hf.depth_student, narrow_mlp).
 
 Losses (DistillConfig.loss):
 - encoders: "minilm" (default) = MiniLM's last-layer attention and value-relation transfer + the embedding cosine;
@@ -31,7 +32,7 @@ from torch import nn
 
 from kdcompile.encoder_kd import attention_kl, cosine_distance, hidden_mse, value_relation_kl
 from kdcompile.errors import KdError
-from kdcompile.hf import HFModel, Pooling, depth_student, graph, pad_id, pool
+from kdcompile.hf import HFModel, Pooling, depth_student, graph, narrow_mlp, pad_id, pool
 from kdcompile.losses import LOSSES
 from kdcompile.progress import console
 from kdcompile.rundir import RunDir
@@ -55,18 +56,31 @@ PARITY_IDS = 64  # held-out sequences kept in the run folder for export's and tu
 
 def kept_layers(n: int, student: str | None) -> list[int]:
     """The teacher layers a depth student keeps: every other one by default, or K spread evenly over 0..n-1."""
+    return student_plan(n, 1, student)[0]
+
+
+def student_plan(n: int, mlp: int, student: str | None) -> tuple[list[int], int | None]:
+    """What --student asks of a teacher with n layers and MLPs of `mlp` hidden units: the layers kept and the MLP
+    width (None: unchanged). The spec is comma-separated parts, "depth:K" (K layers spread evenly, the first and
+    the last kept) and "mlp:N" (N hidden units per MLP, the most important ones); no spec keeps every other layer
+    (DistilBERT), a spec without a depth part keeps every layer."""
     if student is None:
-        return list(range(0, n, 2))
-    if not student.startswith("depth:"):
-        raise KdError(f"A Hugging Face teacher takes --student depth:K (K of its {n} layers); '{student}' is not "
-                      "available for it yet.")
-    try:
-        k = int(student.split(":", 1)[1])
-    except ValueError:
-        k = 0
+        return list(range(0, n, 2)), None
+    usage = (f"A Hugging Face teacher takes --student depth:K, mlp:N or both (depth:K,mlp:N): K of its {n} layers, "
+             f"N of its {mlp} MLP units")
+    parts = {}
+    for part in student.split(","):
+        key, _, value = part.strip().partition(":")
+        if key not in ("depth", "mlp") or key in parts or not value.strip().isdigit():
+            raise KdError(f"{usage}; '{student}' is not one of those.")
+        parts[key] = int(value)
+    k, width = parts.get("depth", n), parts.get("mlp")
     if not 1 <= k <= n:
         raise KdError(f"--student depth:K needs K between 1 and the teacher's {n} layers, got '{student}'.")
-    return [round(i * (n - 1) / (k - 1)) for i in range(k)] if k > 1 else [n - 1]
+    if width is not None and not 1 <= width <= mlp:
+        raise KdError(f"--student mlp:N needs N between 1 and the teacher's {mlp} MLP units, got '{student}'.")
+    kept = [round(i * (n - 1) / (k - 1)) for i in range(k)] if k > 1 else [n - 1]
+    return kept, width
 
 
 class EncoderOut(NamedTuple):
@@ -223,8 +237,11 @@ def distill_hf(spec, hf: HFModel, run: RunDir, cfg, identity: dict, force: bool)
     pad = pad_id(hf)
     train_ids, test_ids = training_text(hf.tokenizer, cfg.data, hf.kind, cfg.seq_len, pad)
     n_layers = len(_layer_stack(hf.model)[1])
-    kept = kept_layers(n_layers, cfg.student)
+    full_mlp = int(getattr(hf.model.config, "intermediate_size", 0) or 0)
+    kept, width = student_plan(n_layers, full_mlp, cfg.student)
     student = depth_student(hf.model, kept)
+    if width is not None:
+        student = narrow_mlp(student, width)
     teacher_graph = graph(hf)
     if hf.kind == "encoder":
         pooling = hf.pooling or Pooling("mean")
@@ -268,7 +285,8 @@ def distill_hf(spec, hf: HFModel, run: RunDir, cfg, identity: dict, force: bool)
         "teacher": {"accuracy": None, "flops": t_flops, "parameters": t_params, "kind": "hf_" + hf.kind,
                     "layers": n_layers},
         "student": {"accuracy": None, "flops": s_flops, "parameters": s_params, "agreement": agreement,
-                    "layers": len(kept), "kept_layers": kept, "built_by": f"depth: teacher layers {kept}",
+                    "layers": len(kept), "kept_layers": kept, "built_by": f"depth: teacher layers {kept}"
+                    + (f"; MLP {width} of {full_mlp} units (magnitude)" if width else ""), "mlp_units": width or full_mlp,
                     **metrics},
         "config": asdict(cfg), "teacher_sha256": identity["teacher_sha256"], "identity": identity,
         "kept": kept_metric | {"threshold": cfg.min_kept},

@@ -1,5 +1,5 @@
 """Hugging Face teachers: a transformers folder (BERT-family encoder or LLaMA-family causal LM, a
-sentence-transformers folder included) or a GGUF file, loaded offline in float32; and depth students cut from them.
+sentence-transformers folder included) or a GGUF file, loaded offline in float32; and depth and width students cut from them.
 
 Nothing is downloaded and no code shipped with a model is run: transformers builds the model from its own classes,
 with the hub switched off. transformers is imported only here and only inside functions, so `import kdcompile` and
@@ -326,6 +326,56 @@ def depth_student(model: nn.Module, keep: Literal["every_other"] | Sequence[int]
     for key in student.state_dict():
         m = in_stack.match(key)
         state[key] = teacher_state[f"{prefix}.{kept[int(m[1])]}.{m[2]}" if m else key]
+    student.load_state_dict(state)
+    return student.eval()
+
+
+# The MLP of each block as (input projections, output projection) by attribute path: BERT family
+# intermediate.dense (d -> I) and output.dense (I -> d); LLaMA family gate_proj and up_proj (d -> I), down_proj.
+MLP_PATHS = ((("intermediate.dense",), "output.dense"), (("mlp.gate_proj", "mlp.up_proj"), "mlp.down_proj"))
+
+
+def _mlp(block: nn.Module) -> tuple[list[nn.Linear], nn.Linear]:
+    for ins, out in MLP_PATHS:
+        try:
+            return [block.get_submodule(p) for p in ins], block.get_submodule(out)
+        except AttributeError:
+            continue
+    raise KdError(f"A narrower MLP is cut from BERT-family (intermediate.dense, output.dense) or LLaMA-family "
+                  f"(mlp.gate_proj, up_proj, down_proj) blocks; {type(block).__name__} has neither.")
+
+
+def mlp_importance(block: nn.Module) -> torch.Tensor:
+    """Per hidden MLP unit: the product of the L2 norms of its input rows and its output column, the magnitude
+    criterion of structured pruning (a unit whose weights in or out are small contributes little)."""
+    ins, out = _mlp(block)
+    score = out.weight.detach().norm(dim=0)
+    for lin in ins:
+        score = score * lin.weight.detach().norm(dim=1)
+    return score
+
+
+def narrow_mlp(model: nn.Module, size: int) -> nn.Module:
+    """A copy of a transformers model whose every MLP keeps the `size` most important hidden units
+    (mlp_importance), the width student of structured pruning. The config's intermediate_size says so, so the
+    copy saves with `save_pretrained` and loads back with transformers."""
+    _, layers = _layer_stack(model)
+    full = int(model.config.intermediate_size)
+    if not 1 <= size <= full:
+        raise KdError(f"A narrower MLP needs between 1 and the teacher's {full} hidden units, got {size}.")
+    config = copy.deepcopy(model.config)
+    config.intermediate_size = size
+    student = type(model)(config).to(next(model.parameters()).dtype)
+    state = model.state_dict()
+    names = {id(m): n for n, m in model.named_modules()}
+    for block in layers:
+        keep = mlp_importance(block).topk(size).indices.sort().values
+        ins, out = _mlp(block)
+        for lin in ins:  # rows of the input projections, columns of the output one
+            state[names[id(lin)] + ".weight"] = lin.weight.detach()[keep]
+            if lin.bias is not None:
+                state[names[id(lin)] + ".bias"] = lin.bias.detach()[keep]
+        state[names[id(out)] + ".weight"] = out.weight.detach()[:, keep]
     student.load_state_dict(state)
     return student.eval()
 

@@ -18,7 +18,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
 
 from kdcompile.distill import DistillConfig, TeacherSpec, distill  # noqa: E402
-from kdcompile.distill_hf import kept_layers  # noqa: E402
+from kdcompile.distill_hf import kept_layers, student_plan  # noqa: E402
 from kdcompile.errors import KdError  # noqa: E402
 from kdcompile.hf import HFModel, depth_student, graph, load_hf  # noqa: E402
 from kdcompile.text import read_text, training_text  # noqa: E402
@@ -99,6 +99,15 @@ def test_depth_students_keep_evenly_spaced_layers_with_the_first_and_last():
             kept_layers(6, bad)
 
 
+def test_width_and_depth_parts_combine_in_one_student_spec():
+    assert student_plan(6, 64, "mlp:16") == ([0, 1, 2, 3, 4, 5], 16)  # width alone keeps every layer
+    assert student_plan(30, 1536, "depth:2,mlp:768") == ([0, 29], 768)
+    assert student_plan(6, 64, None) == ([0, 2, 4], None)
+    for bad in ("mlp:0", "mlp:65", "depth:2,depth:3", "mlp:", "depth:2;mlp:8", "heads:2"):
+        with pytest.raises(KdError):
+            student_plan(6, 64, bad)
+
+
 def test_an_encoder_student_learns_the_teachers_embeddings_and_saves_as_a_sentence_transformers_folder(
         encoder_folder, text, tmp_path):
     hf = load_hf(encoder_folder)
@@ -171,13 +180,14 @@ def test_a_causal_lm_student_distils_exports_tunes_and_benches(lm_folder, text, 
 
     run = tmp_path / "run"
     report = distill_and_tune(TeacherSpec(str(lm_folder)), run,
-                              DistillConfig(data=text, epochs=1, batch_size=32, min_kept=0, seq_len=SEQ),
+                              DistillConfig(data=text, epochs=1, batch_size=32, min_kept=0, seq_len=SEQ,
+                                            student="depth:2,mlp:32"),  # fewer layers and a narrower MLP
                               tune_cfg=TuneConfig(trials=0, threads=1, models=("student",)),  # TVM builds: minutes
                               bench_cfg=BenchConfig(threads=1, timing=TimingConfig(warmup_s=0.01, min_calls=3,
                                                                                   min_time_s=0.01)))
     distilled = json.loads((run / "distill.json").read_text())
     s = distilled["student"]
-    assert distilled["config"]["loss"] == "fkl" and s["layers"] == 2
+    assert distilled["config"]["loss"] == "fkl" and s["kept_layers"] == [0, 3] and s["mlp_units"] == 32
     assert s["nll"] > 0 and s["kl_to_teacher"] >= 0 and 0 <= s["agreement"] <= 1
     exported = json.loads((run / "export.json").read_text())
     assert exported["input_dtype"] == "int64" and exported["input_high"] == 400
@@ -186,7 +196,8 @@ def test_a_causal_lm_student_distils_exports_tunes_and_benches(lm_folder, text, 
     assert tuned["student"]["tvm_max_abs"] <= tuned["student"]["tolerance"]
     assert set(report["latency_ms"]["student"]) >= {"onnxruntime", "tvm"}
     assert report["sequence_length"] == SEQ and "next token" in (run / "report.md").read_text()
-    assert load_hf(run / "student_hf").kind == "causal_lm"
+    saved = load_hf(run / "student_hf")
+    assert saved.kind == "causal_lm" and saved.model.config.intermediate_size == 32
 
 
 def test_an_encoder_student_compiles_with_tvm_and_matches_onnxruntime_on_padded_sentences(encoder_folder, text,

@@ -18,7 +18,8 @@ from transformers import (BertConfig, BertForMaskedLM, BertModel, BertTokenizer,
                           LlamaForCausalLM)
 
 from kdcompile.errors import KdError  # noqa: E402
-from kdcompile.hf import Pooling, depth_student, embed, is_hf_folder, load_gguf, load_hf  # noqa: E402
+from kdcompile.hf import (Pooling, depth_student, embed, is_hf_folder, load_gguf, load_hf,  # noqa: E402
+                          mlp_importance, narrow_mlp)
 from kdcompile.load import load_model  # noqa: E402
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + "the a cat dog sat on mat ran far and".split()
@@ -125,6 +126,41 @@ def test_a_bad_list_of_layers_is_one_sentence(keep):
 def test_a_model_without_a_layer_stack_is_refused():
     with pytest.raises(KdError, match="has neither"):
         depth_student(torch.nn.Linear(2, 2))
+
+
+def _mlp_out(block):
+    return block.output.dense if hasattr(block, "output") else block.mlp.down_proj
+
+
+@pytest.mark.parametrize("make", [_bert, _llama])
+def test_a_full_width_mlp_reproduces_the_teacher(make):
+    teacher = make()
+    assert torch.equal(_out(narrow_mlp(teacher, 64), IDS), _out(teacher, IDS))
+
+
+@pytest.mark.parametrize("make", [_bert, _llama])
+def test_a_narrower_mlp_drops_the_units_that_contribute_nothing_and_round_trips(tmp_path, make):
+    teacher = make()
+    dead = torch.arange(0, 64, 2)  # half the units of every MLP write nothing: the width student must drop them
+    with torch.no_grad():
+        for block in _layers(teacher):
+            _mlp_out(block).weight[:, dead] = 0
+    assert all(bool((mlp_importance(b)[dead] == 0).all()) for b in _layers(teacher))
+    student = narrow_mlp(teacher, 32)
+    assert student.config.intermediate_size == 32 and teacher.config.intermediate_size == 64
+    per_layer = (2 if isinstance(teacher, BertModel) else 3) * 32 * 32  # rows/columns of 32-wide projections
+    drop = per_layer + (32 if isinstance(teacher, BertModel) else 0)  # BERT's input projection has a bias
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(teacher) - n(student) == 4 * drop
+    assert torch.allclose(_out(student, IDS), _out(teacher, IDS), atol=1e-5)  # only dead units went
+    student.save_pretrained(tmp_path / "narrow")
+    assert torch.equal(_out(load_hf(tmp_path / "narrow").model, IDS), _out(student, IDS))
+
+
+@pytest.mark.parametrize("size", [0, 65])
+def test_a_bad_mlp_width_is_one_sentence(size):
+    with pytest.raises(KdError, match="between 1 and the teacher's 64 hidden units"):
+        narrow_mlp(_llama(), size)
 
 
 def _sentence_transformer(root, transformer_path, flags, normalize):
