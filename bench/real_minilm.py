@@ -121,11 +121,14 @@ def write(report: dict, tuned: dict, tvm_error: str | None, losses: dict, args, 
                                     "share_of_peak": flops / (r["p50"] * 1e-3) / (peak * 1e9) if flops else None}
                           for backend, r in report["latency_ms"][model].items()}
     s = distilled["student"]
-    result = {
-        "teacher": {"name": "sentence-transformers/all-MiniLM-L6-v2", "layers": distilled["teacher"]["layers"],
-                    "parameters": distilled["teacher"]["parameters"], "flops_per_sequence": distilled["teacher"]["flops"]},
-        "student": {"layers": s["layers"], "kept_layers": s["kept_layers"], "parameters": s["parameters"],
-                    "flops_per_sequence": s["flops"]},
+    p50 = {model: {backend: v["ms_per_sequence"] for backend, v in latency[model].items()} for model in latency}
+    result = {  # the keys first (params, latency_ms, cosine_mean, nn_agreement), then the details
+        "teacher": {"name": "sentence-transformers/all-MiniLM-L6-v2", "params": distilled["teacher"]["parameters"],
+                    "latency_ms": p50["teacher"], "layers": distilled["teacher"]["layers"],
+                    "flops_per_sequence": distilled["teacher"]["flops"]},
+        "student": {"params": s["parameters"], "cosine_mean": s["cosine"], "nn_agreement": s["nn_agreement"],
+                    "latency_ms": p50["student"], "layers": s["layers"], "kept_layers": s["kept_layers"],
+                    "flops_per_sequence": s["flops"], "config": args.configs[0]},
         "heldout": {"corpus": "lee (gensim lee_background.cor, every tenth sentence held out)",
                     "config": args.configs[0], "cosine": s["cosine"], "nn_agreement": s["nn_agreement"],
                     "sentences": s["heldout_sentences"]},

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from kdcompile.data import DistillData, data_source, load_dataset
+from kdcompile import parallel
 from kdcompile.errors import KdError
 from kdcompile.files import atomic_path, file_sha256
 from kdcompile.machine import cores
@@ -124,18 +125,29 @@ def resolve_input_shape(teacher: LoadedModel, spec: TeacherSpec, ds: DistillData
 
 def build_student(teacher: LoadedModel, example: torch.Tensor, cfg: DistillConfig) -> nn.Module:
     """`student` is None (width pruning to `flops_ratio`), "width:R" (prune a share R of channels), "depth:K" (keep
-    K repeated blocks), a saved model file, or a package.module:factory."""
+    K repeated blocks), a saved model file, or a package.module:factory. A compiled teacher (TorchScript,
+    torch.export) is pruned through kdcompile.unlift's trainable module."""
     if cfg.student and Path(cfg.student).is_file():
         own = load_model(cfg.student)
         if not own.is_eager:
             raise KdError(f"The student {cfg.student} is a compiled graph that cannot be trained; save its weights "
                           "as a state_dict or kdcompile checkpoint instead.")
         return own.module
+    if cfg.student and cfg.student.startswith("mlp:"):
+        raise KdError("--student mlp:N narrows the MLPs of a Hugging Face teacher; for this teacher use width:R "
+                      "(a share of channels pruned), depth:K, or --student package.module:factory.")
     if cfg.student and not cfg.student.startswith(("depth:", "width:")):
         return import_factory(cfg.student)().eval()
-    if not teacher.is_eager:
-        raise KdError(f"A {teacher.kind.replace('_', ' ')} teacher is a compiled graph that cannot be pruned; "
-                      "pass --student package.module:factory to distil into your own architecture.")
+    module = teacher.module
+    if not teacher.is_eager:  # a compiled graph: its layers as torch.nn modules again, then pruned like any model
+        if cfg.student and cfg.student.startswith("depth:"):
+            raise KdError(f"--student depth:K drops repeated blocks of a module tree, which a "
+                          f"{teacher.kind.replace('_', ' ')} teacher no longer has; use width:R (or the default "
+                          "width pruning), or --student package.module:factory.")
+        from kdcompile.unlift import trainable
+
+        module = trainable(getattr(module, "graph", module) if isinstance(module, _OneAtATime) else module,
+                           teacher.kind, example)
     if cfg.student and cfg.student.startswith("width:"):
         try:
             ratio = float(cfg.student.split(":", 1)[1])
@@ -143,14 +155,14 @@ def build_student(teacher: LoadedModel, example: torch.Tensor, cfg: DistillConfi
             ratio = -1.0
         if not 0 < ratio < 1:
             raise KdError(f"--student width:R needs a channel pruning ratio between 0 and 1, got '{cfg.student}'.")
-        return prune_once(teacher.module, example, ratio, round_to=None)
+        return prune_once(module, example, ratio, round_to=None)
     if cfg.student:
         try:
             num_blocks = int(cfg.student.split(":", 1)[1])
         except ValueError:
             raise KdError(f"--student depth:K needs a whole number of blocks, got '{cfg.student}'.")
-        return keep_blocks(teacher.module, example, num_blocks)
-    return prune_width(teacher.module, example, cfg.flops_ratio)
+        return keep_blocks(module, example, num_blocks)
+    return prune_width(module, example, cfg.flops_ratio)
 
 
 def distill(spec: TeacherSpec, run_dir: Path, cfg: DistillConfig = DistillConfig(), force: bool = False) -> dict:
@@ -182,7 +194,7 @@ def distill(spec: TeacherSpec, run_dir: Path, cfg: DistillConfig = DistillConfig
             console.print(f"{run.root} holds a student distilled by an older kdcompile: distilling again")
     state = run.root / "distill_state.pt"  # holds `identity`: only the same teacher and config resume from it
     torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads or cores())
+    torch.set_num_threads(cfg.threads or parallel.threads_per_process(cores()))
     teacher = spec.load()
     if teacher.hf is not None:
         from kdcompile.distill_hf import distill_hf
@@ -223,6 +235,8 @@ def distill(spec: TeacherSpec, run_dir: Path, cfg: DistillConfig = DistillConfig
             resume=False if force else None, identity=identity, extra=objective.extra)
     finally:
         objective.close()
+    if not parallel.is_main():  # torchrun: rank 0 evaluates and writes the student
+        return {}
 
     s_test = predict(student, ds.x_test)
     t_flops, t_params = flops_and_params(teacher.module, example) if teacher.is_eager else \

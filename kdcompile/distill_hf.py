@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdcompile import parallel
 from kdcompile.encoder_kd import attention_kl, cosine_distance, hidden_mse, value_relation_kl
 from kdcompile.errors import KdError
 from kdcompile.hf import HFModel, Pooling, depth_student, graph, narrow_mlp, pad_id, pool
@@ -266,6 +267,8 @@ def distill_hf(spec, hf: HFModel, run: RunDir, cfg, identity: dict, force: bool)
     fit(model, train_ids, None, loss_fn, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
         description=f"distill ({cfg.loss})", checkpoint=run.root / "distill_state.pt",
         resume=False if force else None, identity=identity)
+    if not parallel.is_main():  # torchrun: rank 0 evaluates and writes the student
+        return {}
 
     if hasattr(student, "set_attn_implementation"):  # export and time it as the teacher runs
         student.set_attn_implementation(hf.model.config._attn_implementation)

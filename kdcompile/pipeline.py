@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kdcompile import parallel
 from kdcompile.distill import DistillConfig, TeacherSpec, distill
 from kdcompile.export import ExportConfig, export
 from kdcompile.progress import console
@@ -23,6 +24,8 @@ def distill_and_tune(spec: TeacherSpec, run_dir: Path, distill_cfg: DistillConfi
     ], start=1):
         console.rule(f"[bold]{i}/4 {stage}")
         run()
+        if not parallel.is_main():  # torchrun: the other ranks only help distil
+            return {}
     console.rule("[bold]4/4 bench")
     report = bench(run_dir, bench_cfg or BenchConfig())
     console.print(f"run folder: {run_dir} (report.md, report.json)")

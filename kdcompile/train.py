@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdcompile import parallel
 from kdcompile.checkpoint import Checkpoint
 from kdcompile.progress import console, progress
 
@@ -45,6 +46,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, loss_fn: Loss
     training hyperparameters given here are added to it); `resume` follows Checkpoint.restore's rule, and a
     resumed run ends with the same weights as an uninterrupted one with the same seed.
     `extra` holds trainable helpers of the loss (projectors): optimised and checkpointed with the model.
+    Under torchrun each process trains on its shard of every batch (kdcompile.parallel); rank 0 checkpoints.
     Returns the number of epochs run by this call (fewer than `epochs` when it resumed).
     """
     extra = extra if extra is not None else nn.ModuleDict()
@@ -57,6 +59,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, loss_fn: Loss
              "samples": len(x)}
     ckpt = Checkpoint(checkpoint, hyper | (identity or {}))
     start = ckpt.restore(state, resume)
+    net = parallel.wrap(model)  # DistributedDataParallel under torchrun (kdcompile.parallel), else the model
     with progress() as bar:
         task = bar.add_task(description, total=epochs * steps_per_epoch, completed=start * steps_per_epoch, info="")
         for epoch in range(start, epochs):
@@ -69,10 +72,13 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, loss_fn: Loss
                 idx = perm[i * batch_size:(i + 1) * batch_size]
                 xb = x[idx]
                 if augment_pixels and xb.ndim == 4:
-                    xb = random_shift(xb, augment_pixels, gen)
-                loss = loss_fn(model(xb), xb, None if y is None else y[idx])
+                    xb = random_shift(xb, augment_pixels, gen)  # the whole batch: the generator stays in step
+                mine, weight = parallel.shard(torch.arange(len(idx)))  # everything, outside torchrun
+                xb, yb = xb[mine], None if y is None else y[idx][mine]
+                loss = loss_fn(net(xb), xb, yb)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * weight).backward()
+                parallel.average_gradients(extra)
                 opt.step()
                 sched.step()
                 bar.update(task, advance=1, info=f"loss {loss.item():.3f}")
@@ -80,7 +86,9 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, loss_fn: Loss
             bar.update(task, info=info)
             if bar.disable:  # no terminal (CI, a log file): one line per epoch instead of a bar
                 console.print(f"{description}: epoch {epoch + 1}/{epochs}, {info}")
-            ckpt.save(epoch + 1, state)
+            if parallel.is_main():
+                ckpt.save(epoch + 1, state)
+            parallel.barrier()
     model.eval()
     return epochs - start
 

@@ -138,3 +138,24 @@ def test_a_compiled_teacher_distils_and_exports(tmp_path, trained_digits_teacher
                 DistillConfig(epochs=1, data="digits", student="kdcompile.models:mnist_cnn", min_kept=0))
     assert r["teacher"]["kind"] == kind and r["teacher"]["parameters"] > 0 and r["teacher"]["flops"] > 0
     assert export(run)["teacher"]["onnx_max_abs"] <= 1e-4
+
+
+@pytest.mark.parametrize("kind", ["exported_program", "torchscript"])
+def test_a_compiled_teacher_gets_an_automatic_pruned_student(tmp_path, trained_digits_teacher, kind):
+    """The usual case: the user has only the compiled file, and no --student."""
+    from kdcompile.load import load_model
+
+    module = load_model(trained_digits_teacher).module
+    path = tmp_path / ("teacher.pt2" if kind == "exported_program" else "teacher.ts")
+    if kind == "exported_program":
+        torch.export.save(torch.export.export(module, (torch.zeros(1, 1, 8, 8),)), str(path))
+    else:
+        torch.jit.save(torch.jit.script(module), path)
+    r = distill(TeacherSpec(str(path), input_shape=(1, 1, 8, 8)), tmp_path / "run",
+                DistillConfig(epochs=3, data="digits", min_kept=0))
+    s, t = r["student"], r["teacher"]
+    assert s["flops"] <= 0.25 * t["flops"] * 1.02 and s["parameters"] < t["parameters"]
+    assert s["accuracy"] > 0.6 and s["agreement"] > 0.6, s  # pruned from the teacher's weights, then distilled
+    with pytest.raises(KdError, match="depth:K"):
+        distill(TeacherSpec(str(path), input_shape=(1, 1, 8, 8)), tmp_path / "run2",
+                DistillConfig(epochs=1, data="digits", min_kept=0, student="depth:2"))

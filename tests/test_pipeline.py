@@ -96,13 +96,6 @@ def test_distill_and_tune_end_to_end_then_resume(tmp_path, teacher_file):
     assert {k: again["student"][k] for k in report["student"]} == report["student"]
 
 
-def test_compiled_graph_teacher_needs_a_student_architecture(tmp_path, tiny_cnn):
-    path = tmp_path / "ts.pt"
-    torch.jit.save(torch.jit.script(tiny_cnn), path)
-    with pytest.raises(KdError, match="--student"):
-        distill(TeacherSpec(str(path)), tmp_path / "run", DistillConfig(epochs=1, min_kept=0, data="digits"))
-
-
 def test_dataset_shape_mismatch_is_one_sentence(tmp_path, teacher_file):
     with pytest.raises(KdError, match="inputs of shape"):
         distill(TeacherSpec(str(teacher_file)), tmp_path / "run", DistillConfig(epochs=1, min_kept=0, data="mnist5k"))
