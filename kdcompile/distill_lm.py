@@ -25,7 +25,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from kdcompile import parallel
 from kdcompile.checkpoint import Checkpoint, save_due
 from kdcompile.errors import KdError
 from kdcompile.files import file_sha256
@@ -86,13 +88,17 @@ def _train(model, data: CharData, context: int, steps: int, batch_size: int, lr:
     state = {"model": model, "optimizer": opt, "scheduler": sched, "generator": gen}
     checkpoint = checkpoint if checkpoint is not None else Checkpoint(None, {})
     start = checkpoint.restore(state)
+    net = parallel.wrap(model)  # DistributedDataParallel under torchrun: each rank takes a shard of the batch
     with progress() as bar:
         task = bar.add_task(description, total=steps, completed=start, info="")
         for step in range(start, steps):
             model.train()
-            loss = loss_of_batch(data.batch("train", batch_size, context, gen), gen, step / steps)
+            chunk = data.batch("train", batch_size, context, gen)  # the same global batch on every rank
+            mine, weight = parallel.shard(torch.arange(len(chunk)))
+            loss = loss_of_batch(chunk[mine], gen, step / steps, net)
+            parallel.sync_generator(gen)  # sampling inside the loss drew differently per shard: rank 0's wins
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * weight).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
@@ -100,7 +106,9 @@ def _train(model, data: CharData, context: int, steps: int, batch_size: int, lr:
             if bar.disable and (step + 1) % max(1, steps // 5) == 0:
                 console.print(f"{description}: step {step + 1}/{steps}, loss {loss.item():.3f}")
             if save_due(step + 1, checkpoint_every, steps):
-                checkpoint.save(step + 1, state)
+                if parallel.is_main():
+                    checkpoint.save(step + 1, state)
+                parallel.barrier()
     model.eval()
 
 
@@ -111,10 +119,12 @@ def train_char_lm_teacher(out: Path, cfg: LMConfig = LMConfig()) -> dict:
     kwargs = {"vocab": len(data.vocab), "d": cfg.d, "heads": cfg.heads, "layers": cfg.layers, "context": cfg.context}
     model = char_lm(**kwargs)
 
-    def ce(chunk, gen, _progress):
-        return F.cross_entropy(model(chunk[:, :-1]).flatten(0, 1), chunk[:, 1:].flatten())
+    def ce(chunk, gen, _progress, net):
+        return F.cross_entropy(net(chunk[:, :-1]).flatten(0, 1), chunk[:, 1:].flatten())
 
     _train(model, data, cfg.context, cfg.steps, cfg.batch_size, cfg.lr, cfg.seed, "train char-LM teacher", ce)
+    if not parallel.is_main():
+        return {}
     metrics = evaluate_lm(model, None, data, cfg.context)
     save_checkpoint(model, out, "kdcompile.lm:char_lm", kwargs, (1, cfg.context),
                     dataset=str(Path(cfg.text).resolve()) if cfg.text else "pydoc", vocab=data.vocab,
@@ -192,8 +202,9 @@ def distill_lm(teacher_path: Path, out: Path, cfg: LMDistillConfig = LMDistillCo
     kept_share = []
     on_policy_steps: list[int] = []  # the steps whose batch the student wrote (this call's; not resumed ones)
 
-    def loss_of_batch(chunk: torch.Tensor, gen: torch.Generator, progress: float) -> torch.Tensor:
-        """The loss of one batch; `progress` is the share of training done (0 at the first step)."""
+    def loss_of_batch(chunk: torch.Tensor, gen: torch.Generator, progress: float, net: nn.Module) -> torch.Tensor:
+        """The loss of one batch; `progress` is the share of training done (0 at the first step); `net` is the
+        student as it trains (DDP's wrapper under torchrun)."""
         x, y = chunk[:, :-1], chunk[:, 1:]  # (b, l)
         mask = torch.ones_like(y, dtype=torch.bool)
         share = on_policy * progress if cfg.on_policy_schedule == "linear" else on_policy
@@ -205,7 +216,7 @@ def distill_lm(teacher_path: Path, out: Path, cfg: LMDistillConfig = LMDistillCo
             student.train()
             x, y = seq[:, :-1], seq[:, 1:]
             mask[:, :half] = False
-        z_s = student(x).flatten(0, 1)  # (b l, v)
+        z_s = net(x).flatten(0, 1)  # (b l, v)
         if cfg.method in CE_ONLY:
             return F.cross_entropy(z_s, y.flatten())
         m = mask.flatten()
@@ -243,6 +254,8 @@ def distill_lm(teacher_path: Path, out: Path, cfg: LMDistillConfig = LMDistillCo
     out.parent.mkdir(parents=True, exist_ok=True)
     _train(student, data, context, cfg.steps, cfg.batch_size, cfg.lr, cfg.seed, f"distill char-LM ({cfg.method})",
            loss_of_batch, checkpoint=checkpoint)
+    if not parallel.is_main():  # torchrun: rank 0 evaluates and saves the student
+        return {}
     metrics = evaluate_lm(student, teacher, data, context)
     metrics["generation"] = evaluate_generation(student, teacher, data, context)
     metrics["diagnostics"] = teacher_diagnostics(student, teacher, data, context)

@@ -77,3 +77,15 @@ def average_gradients(module: nn.Module) -> None:
         if p.grad is not None:
             dist.all_reduce(p.grad)
             p.grad /= world()[1]
+
+
+def sync_generator(gen: torch.Generator) -> None:
+    """Give every process rank 0's generator state, so that all draw the same next batch even after sampling
+    inside a loss consumed random numbers per shard."""
+    import torch.distributed as dist
+
+    if world()[1] == 1:
+        return
+    state = gen.get_state()
+    dist.broadcast(state, src=0)
+    gen.set_state(state)

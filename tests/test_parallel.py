@@ -66,3 +66,32 @@ def test_kdcompile_distill_runs_under_torchrun_and_rank_zero_writes_the_student(
     distilled = json.loads((run / "distill.json").read_text())
     assert distilled["student"]["flops"] < distilled["teacher"]["flops"] and (run / "student.pt2").exists()
     assert (run / "distill_state.pt").exists()
+
+
+LM_SCRIPT = textwrap.dedent('''
+    import sys, torch
+    from kdcompile.distill_lm import LMConfig, train_char_lm_teacher
+
+    torch.set_num_threads(1)
+    out = sys.argv[1] + "/lm.pt"
+    train_char_lm_teacher(out, LMConfig(d=16, heads=2, layers=1, context=16, steps=6, batch_size=6,
+                                        text=sys.argv[2]))
+''')
+
+
+def test_the_char_lm_loop_trains_to_the_same_weights_under_torchrun(tmp_path):
+    from kdcompile.load import load_model
+
+    text = tmp_path / "book.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 100)
+    script = tmp_path / "lm.py"
+    script.write_text(LM_SCRIPT)
+    single, double = tmp_path / "single", tmp_path / "double"
+    single.mkdir(), double.mkdir()
+    one = subprocess.run([sys.executable, str(script), str(single), str(text)], capture_output=True, text=True,
+                         timeout=120)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = _torchrun(str(script), str(double), str(text))
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = (load_model(d / "lm.pt").module.state_dict() for d in (single, double))
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
