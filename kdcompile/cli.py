@@ -313,6 +313,28 @@ def distill_and_tune(ctx: typer.Context, model: Path = typer.Argument(..., help=
         _export_cfg(ctx, config), _tune_cfg(ctx, config), BenchConfig(threads=threads), force=force)
 
 
+@app.command("rpc-farm")
+def rpc_farm(servers: int = typer.Option(2, "--servers", help="RPC servers to start, server i pinned to core i."),
+             key: str = typer.Option("farm", "--key", help="The key the servers register under."),
+             port: int = typer.Option(9190, "--port", help="The tracker's port (servers use ports above it)."),
+             pin: bool = typer.Option(True, "--pin/--no-pin", help="Pin each server to its own core (taskset).")) -> None:
+    """A measurement farm on this machine: a TVM RPC tracker and --servers servers on loopback, until Ctrl-C.
+    Then `kdcompile costmodel collect --rpc 127.0.0.1:PORT:KEY` spreads measurements over the servers, and a
+    server that dies mid-batch has its candidates run again on another."""
+    import signal
+    import time
+
+    from kdcompile.progress import console
+    from kdcompile.tvm_layer.farm import start_farm
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a kill stops the servers too (they run in own groups)
+    with start_farm(servers, key, port, pin) as farm:
+        console.print(f"tracker on 127.0.0.1:{port}, {servers} servers under '{key}': --rpc {farm.rpc} (Ctrl-C stops)")
+        while all(p.poll() is None for p in farm.processes):
+            time.sleep(1)
+        raise KdError("A farm process exited; the farm is stopped.")
+
+
 for _name, _group in plugins.command_groups().items():  # `kdcompile costmodel ...`, from costmodel/cli.py
     app.add_typer(_group, name=_name)
 

@@ -25,6 +25,7 @@ from kdcompile.tvm_layer.target import device_name
 MS_LOGGER = "tvm.s_tir.meta_schedule"
 BUILD_TIMEOUT_S = 120
 RUN_TIMEOUT_S = 60
+RPC_RETRIES = 2
 
 
 def quiet_ms_logging() -> None:
@@ -82,14 +83,26 @@ class WaitingRunner(ms.runner.PyRunner):
     measurement; with trials/tasks per batch the first round is the whole budget, so every time in the database
     was taken on a busy machine. Waiting costs the overlap, and buys measurements of an otherwise idle CPU."""
 
-    def __init__(self, runner):
+    def __init__(self, runner, retries: int = 0):
         self.runner = runner
+        self.retries = retries  # through RPC: candidates whose run failed go out again (another server, maybe)
 
     def run(self, runner_inputs):
-        futures = self.runner.run(runner_inputs)
-        for future in futures:
-            future.result()
-        return futures
+        return run_with_retries(self.runner.run, list(runner_inputs), self.retries)
+
+
+def run_with_retries(run, inputs: list, retries: int) -> list:
+    """run(inputs) -> futures, waited for; inputs whose run failed go out again, up to `retries` times (through
+    RPC: a server that died or hung mid-batch loses no candidate). Failures left after that are kept."""
+    futures = list(run(inputs))
+    failed = [i for i, f in enumerate(futures) if f.result().error_msg is not None]
+    for _ in range(retries):
+        if not failed:
+            break
+        for i, future in zip(failed, run([inputs[i] for i in failed])):
+            futures[i] = future
+        failed = [i for i in failed if futures[i].result().error_msg is not None]
+    return futures
 
 
 def builder() -> ms.builder.LocalBuilder:
@@ -114,17 +127,36 @@ def runner(timing: ms.runner.EvaluatorConfig | None = None, rpc: str | None = No
     host, port, key = parse_rpc(rpc)
     config = ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key,
                                  session_timeout_sec=RUN_TIMEOUT_S)
-    return WaitingRunner(ms.runner.RPCRunner(config, evaluator_config=timing, max_workers=1,
-                                             initializer=ignore_sigint))
+    # One worker per server under the key: the tracker hands each request a free server, so a batch spreads over
+    # the farm. A run that fails (a server died, or hung past the session timeout) is retried RPC_RETRIES times.
+    return WaitingRunner(ms.runner.RPCRunner(config, evaluator_config=timing, max_workers=rpc_servers(rpc),
+                                             initializer=ignore_sigint),
+                         retries=RPC_RETRIES)
+
+
+def rpc_servers(rpc: str) -> int:
+    """How many servers are registered under the key at the tracker (at least 1, so a farm that is still
+    starting gets one worker)."""
+    from tvm import rpc as tvm_rpc
+
+    from kdcompile.errors import KdError
+
+    host, port, key = parse_rpc(rpc)
+    try:
+        summary = tvm_rpc.connect_tracker(host, int(port)).summary()
+    except Exception as e:  # noqa: BLE001 - refused, unreachable, not a tracker
+        raise KdError(f"No TVM RPC tracker answers at {host}:{port} ({type(e).__name__}); start one with "
+                      "`python -m tvm.exec.rpc_tracker` (or `kdcompile rpc-farm`).")
+    return max(1, sum(s.get("key") == f"server:{key}" for s in summary.get("server_info", [])))
 
 
 def build_and_time(schedules: list, args_info: list, target: tvm.target.Target,
-                   timing: ms.runner.EvaluatorConfig | None = None) -> list[list[float] | None]:
-    """Build the scheduled modules in parallel, then time each, one at a time: every repeat's seconds per
-    program, or None where building or running failed."""
+                   timing: ms.runner.EvaluatorConfig | None = None, rpc: str | None = None) -> list[list[float] | None]:
+    """Build the scheduled modules in parallel, then time each, one at a time (or one per RPC server): every
+    repeat's seconds per program, or None where building or running failed."""
     built = builder().build([ms.builder.BuilderInput(sch.mod, target) for sch in schedules])
     ok = [i for i, b in enumerate(built) if b.error_msg is None]
-    futures = runner(timing).run([ms.runner.RunnerInput(built[i].artifact_path, device_name(target), args_info[i])
+    futures = runner(timing, rpc).run([ms.runner.RunnerInput(built[i].artifact_path, device_name(target), args_info[i])
                                   for i in ok])
     out: list[list[float] | None] = [None] * len(schedules)
     for i, future in zip(ok, futures):

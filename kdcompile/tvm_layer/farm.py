@@ -1,0 +1,98 @@
+"""A measurement farm on this machine: a TVM RPC tracker and N RPC servers on loopback, each server pinned to its
+own core (taskset), all under one key. `--rpc 127.0.0.1:<port>:<key>` then spreads measurements over the servers
+(tvm_layer.measure.runner: one worker per server, failed runs retried on another). TVM's own engine, the one that
+also serves remote boards and GPUs; this module only starts and stops the processes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from kdcompile.errors import KdError
+from kdcompile.machine import cores
+
+
+@dataclass
+class Farm:
+    """The tracker's port and key, and the processes (tracker first)."""
+
+    port: int
+    key: str
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def rpc(self) -> str:
+        return f"127.0.0.1:{self.port}:{self.key}"
+
+    @property
+    def servers(self) -> list[subprocess.Popen]:
+        return self.processes[1:]
+
+    def stop(self) -> None:
+        for p in reversed(self.processes):
+            kill_group(p, signal.SIGTERM)
+        for p in self.processes:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                kill_group(p, signal.SIGKILL)
+
+    def __enter__(self) -> "Farm":
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.stop()
+
+
+def kill_group(p: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    """Signal a farm process and the session processes it forked (its process group)."""
+    try:
+        os.killpg(p.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _registered(port: int, key: str) -> int:
+    from tvm import rpc
+
+    try:
+        info = rpc.connect_tracker("127.0.0.1", port).summary().get("server_info", [])
+    except Exception:  # noqa: BLE001 - the tracker is still starting
+        return -1
+    return sum(s.get("key") == f"server:{key}" for s in info)
+
+
+def start_farm(servers: int = 2, key: str = "farm", port: int = 9190, pin: bool = True,
+               timeout_s: float = 60.0) -> Farm:
+    """Start the tracker and `servers` servers (server i on core i when `pin`); returns once all registered."""
+    if servers < 1:
+        raise KdError(f"A farm needs at least one server, got {servers}.")
+    if pin and servers > cores():
+        raise KdError(f"{servers} servers pinned to one core each need {servers} cores; this machine gives "
+                      f"{cores()} (pass fewer servers, or no pinning).")
+    if pin and shutil.which("taskset") is None:
+        raise KdError("Pinning servers to cores needs `taskset` (util-linux); install it or start the farm unpinned.")
+    py = sys.executable
+    farm = Farm(port, key)
+    # Own process groups: a server forks a process per session, and stopping the farm stops those too.
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
+    farm.processes.append(subprocess.Popen([py, "-m", "tvm.exec.rpc_tracker", "--host=127.0.0.1", f"--port={port}",
+                                            f"--port-end={port + 1}", "--silent"], **quiet))
+    for i in range(servers):
+        cmd = [py, "-m", "tvm.exec.rpc_server", f"--tracker=127.0.0.1:{port}", f"--key={key}", "--host=127.0.0.1",
+               f"--port={port + 100 + 10 * i}", f"--port-end={port + 109 + 10 * i}", "--silent"]
+        farm.processes.append(subprocess.Popen((["taskset", "-c", str(i)] if pin else []) + cmd, **quiet))
+    deadline = time.time() + timeout_s
+    while _registered(port, key) < servers:
+        if time.time() > deadline or any(p.poll() is not None for p in farm.processes):
+            farm.stop()
+            raise KdError(f"The RPC farm did not come up on port {port} within {timeout_s:.0f} s (is the port "
+                          "taken? pass another --port).")
+        time.sleep(0.5)
+    return farm
