@@ -51,7 +51,7 @@ LossOpt = typer.Option("hinton", "--loss", help="Distillation method: hinton, fk
                                                  "losses), dkd, fitnets, at, rkd (feature losses), ce or scratch. "
                                                  "Hugging Face encoders: minilm (the default for them: MiniLM's "
                                                  "attention and value relations + embedding cosine), hidden, embed; "
-                                                 "causal LMs: fkl (their default), rkl, skl, srkl, gjsd, tvd, ce.")
+                                                 "causal LMs: fkl (their default), rkl, skl, srkl, gjsd, tvd, hpd, tip, ce.")
 TempOpt = typer.Option(4.0, "--temperature", "-T", help="KD temperature.")
 AlphaOpt = typer.Option(0.9, "--alpha", help="Weight of the KD loss; 1-alpha goes to cross-entropy on labels.")
 TrialsOpt = typer.Option(200, "--trials", help="Measured programs per model (resumes from the run's database): "

@@ -11,7 +11,9 @@ Losses (DistillConfig.loss):
   "hidden" = hidden-state hints (student layer i against teacher layer round(i N / M), TinyBERT's uniform map)
   + the embedding cosine; "embed" = the embedding cosine alone (sentence-transformers' distillation target).
 - causal LMs: the token-level losses of kdcompile.losses ("fkl" default, "rkl", "skl", "srkl", "gjsd", "tvd") at
-  temperature 1 over every real position; "ce" trains on the next token alone (the control without a teacher).
+  temperature 1 over every real position, "hpd" (with one student-sampled token per position) and "tip" (reverse
+  KL on the positions TIP selects); "ce" trains on the next token alone (the control without a teacher). All are
+  off-policy here: the student does not write its own training text (on-policy is the char-LM path's, distill-lm).
 
 Files: student_hf/ (save_pretrained, with the tokenizer and, for a sentence-transformers teacher, its pooling
 modules), student.pt2 (the graph: token ids (b, seq_len) -> embeddings or logits), run.json (its "hf" and "input"
@@ -34,13 +36,13 @@ from kdcompile import parallel
 from kdcompile.encoder_kd import attention_kl, cosine_distance, hidden_mse, value_relation_kl
 from kdcompile.errors import KdError
 from kdcompile.hf import HFModel, Pooling, depth_student, graph, narrow_mlp, pad_id, pool
-from kdcompile.losses import LOSSES
+from kdcompile.losses import LOSSES, hpd, reverse_kl, tip_select
 from kdcompile.progress import console
 from kdcompile.rundir import RunDir
 from kdcompile.text import text_source, training_text
 
 ENCODER_LOSSES = ("minilm", "hidden", "embed")
-LM_LOSSES = ("fkl", "rkl", "skl", "srkl", "gjsd", "tvd", "ce")
+LM_LOSSES = ("fkl", "rkl", "skl", "srkl", "gjsd", "tvd", "hpd", "tip", "ce")
 DEFAULT_LOSS = {"encoder": "minilm", "causal_lm": "fkl"}
 DEFAULT_TEXT = "pydoc"
 DEFAULT_SEQ_LEN = 128
@@ -140,14 +142,23 @@ def encoder_loss(method: str, heads: int):
     return loss
 
 
-def lm_loss(method: str, pad: int):
-    """loss(student_logits, teacher_logits, ids) of a causal LM method, over positions whose next token is real."""
+def lm_loss(method: str, pad: int, generator: torch.Generator | None = None):
+    """loss(student_logits, teacher_logits, ids) of a causal LM method, over positions whose next token is real.
+    "hpd" samples one token per position from the student (`generator`); "tip" trains on the half of the
+    positions TIP's selection keeps (kdcompile.losses.tip_select: our reading of its score), with reverse KL."""
     def loss(z_s: torch.Tensor, z_t: torch.Tensor | None, ids: torch.Tensor) -> torch.Tensor:
         z_s = z_s[:, :-1].flatten(0, 1)  # (b (l - 1), v): position t predicts token t + 1
         target = ids[:, 1:].flatten()
         if method == "ce":
             return F.cross_entropy(z_s, target)
-        return LOSSES[method](z_s, z_t[:, :-1].flatten(0, 1), mask=target != pad if pad >= 0 else None)
+        z_t, mask = z_t[:, :-1].flatten(0, 1), target != pad if pad >= 0 else None
+        if method == "hpd":
+            y_hat = torch.multinomial(torch.softmax(z_s.detach().float(), -1), 1, generator=generator)[:, 0]
+            return hpd(z_s, z_t, target, y_hat, mask=mask)
+        if method == "tip":
+            keep = tip_select(z_s, z_t, mask=mask)
+            return reverse_kl(z_s[keep], z_t[keep])
+        return LOSSES[method](z_s, z_t, mask=mask)
     return loss
 
 
@@ -257,7 +268,7 @@ def distill_hf(spec, hf: HFModel, run: RunDir, cfg, identity: dict, force: bool)
             return kd(out, t_out)
         model = s_kd
     else:
-        kd = lm_loss(cfg.loss, pad)
+        kd = lm_loss(cfg.loss, pad, torch.Generator().manual_seed(cfg.seed))
         model = graph(HFModel(student, hf.kind))
 
         def loss_fn(z_s: torch.Tensor, ids: torch.Tensor, _y) -> torch.Tensor:

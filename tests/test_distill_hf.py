@@ -215,3 +215,27 @@ def test_an_encoder_student_compiles_with_tvm_and_matches_onnxruntime_on_padded_
     export(run)
     tuned = tune(run, TuneConfig(trials=0, threads=1, models=("student",)))
     assert tuned["student"]["tvm_max_abs"] <= tuned["student"]["tolerance"]
+
+
+@pytest.fixture(scope="module")
+def trained_lm_folder(lm_folder, text, tmp_path_factory):
+    """The random LLaMA trained on the text (all 4 layers kept, next-token CE): a teacher with something to teach."""
+    run = tmp_path_factory.mktemp("trained_lm") / "run"
+    distill(TeacherSpec(str(lm_folder)), run, DistillConfig(data=text, loss="ce", student="depth:4", epochs=4,
+                                                            batch_size=16, min_kept=0, seq_len=SEQ, lr=3e-3))
+    return run / "student_hf"
+
+
+@pytest.mark.parametrize("method", ["hpd", "tip", "rkl"])
+def test_every_causal_lm_method_brings_the_student_closer_to_the_teacher(trained_lm_folder, text, tmp_path, method):
+    from kdcompile.distill_hf import lm_metrics
+    from kdcompile.hf import pad_id
+
+    hf = load_hf(trained_lm_folder)
+    _, test_ids = training_text(hf.tokenizer, text, "causal_lm", SEQ, pad_id(hf))
+    before = lm_metrics(graph(HFModel(depth_student(hf.model), "causal_lm")), graph(hf), test_ids, pad_id(hf))
+    r = distill(TeacherSpec(str(trained_lm_folder)), tmp_path / "run", DistillConfig(data=text, loss=method, epochs=2,
+                                                                              batch_size=16, min_kept=0, seq_len=SEQ,
+                                                                              lr=1e-3))
+    assert r["config"]["loss"] == method
+    assert r["student"]["kl_to_teacher"] < 0.8 * before["kl_to_teacher"], (r["student"], before)
