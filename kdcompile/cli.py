@@ -76,6 +76,9 @@ ModelsOpt = typer.Option(None, "--models", help="Which models to tune: student, 
 AugmentOpt = typer.Option(None, "--augment-pixels", help="Shift image inputs randomly by up to this many pixels "
                           "while distilling (default: 2 on the built-in mnist5k, off for other data); refused when "
                           "it lowers the teacher's own held-out accuracy by more than 2 points.")
+OnPolicyOpt = typer.Option(None, "--on-policy", help="Hugging Face causal LMs: the share of batches (0-1) whose "
+                          "second half the student writes itself, the loss counting only those tokens (GKD's "
+                          "on-policy distillation). Default 0: the text only.")
 MinKeptOpt = typer.Option(0.95, "--min-kept", help="Fail (after saving the student) when it keeps less than this share "
                           "of the teacher's accuracy, or of agreement with it without labels (a Hugging Face "
                           "encoder: the mean cosine of its embeddings to the teacher's); 0 accepts any student.")
@@ -198,7 +201,8 @@ def distill(ctx: typer.Context, model: Path = typer.Argument(..., help="The teac
             student: Optional[str] = StudentOpt, epochs: int = EpochsOpt, batch_size: Optional[int] = BatchOpt,
             lr: Optional[float] = LrOpt,
             temperature: float = TempOpt, alpha: float = AlphaOpt, loss: str = LossOpt, augment_pixels: Optional[float] = AugmentOpt,
-            min_kept: float = MinKeptOpt, seq_len: Optional[int] = SeqLenOpt, threads: int = ThreadsOpt,
+            min_kept: float = MinKeptOpt, seq_len: Optional[int] = SeqLenOpt,
+            on_policy: Optional[float] = OnPolicyOpt, threads: int = ThreadsOpt,
             force: bool = ForceOpt, config: Optional[Path] = ConfigOpt) -> None:
     """Stage 1: build a student (pruned teacher, fewer blocks, or your own) and distil it (--loss, default Hinton KD)."""
     from kdcompile.distill import distill as run
@@ -301,7 +305,8 @@ def distill_and_tune(ctx: typer.Context, model: Path = typer.Argument(..., help=
                      flops_ratio: float = FlopsOpt, student: Optional[str] = StudentOpt, epochs: int = EpochsOpt,
                      batch_size: Optional[int] = BatchOpt, lr: Optional[float] = LrOpt, temperature: float = TempOpt, alpha: float = AlphaOpt, loss: str = LossOpt,
                      augment_pixels: Optional[float] = AugmentOpt, min_kept: float = MinKeptOpt,
-                     seq_len: Optional[int] = SeqLenOpt, trials: int = TrialsOpt, cost_model: str = CostOpt, defaults: str = DefaultsOpt,
+                     seq_len: Optional[int] = SeqLenOpt, on_policy: Optional[float] = OnPolicyOpt,
+                     trials: int = TrialsOpt, cost_model: str = CostOpt, defaults: str = DefaultsOpt,
                      layout: str = LayoutOpt, models: Optional[str] = ModelsOpt, threads: int = ThreadsOpt,
                      force: bool = ForceOpt, config: Optional[Path] = ConfigOpt) -> None:
     """The main job: distill, export, tune and bench in one run folder. Rerunning resumes (student and tuning

@@ -61,10 +61,11 @@ class DistillConfig:
     #                         labels; for a Hugging Face encoder, the embeddings' cosine), else the stage fails after
     #                         saving it; 0 accepts any student
     seq_len: int | None = None  # Hugging Face teachers: the fixed sequence length of the exported graph (None: 128)
+    on_policy: float | None = None  # Hugging Face causal LMs: share of batches whose second half the student writes
 
 
 # Fields added after run folders existed: left out of the identity while unset, so older runs are still reused.
-LATER_FIELDS = ("seq_len",)
+LATER_FIELDS = ("seq_len", "on_policy")
 CLASSIFIER_DEFAULTS = {"batch_size": 64, "lr": 3e-3}  # what None means for a classifier (as before it could be None)
 
 

@@ -12,8 +12,9 @@ Losses (DistillConfig.loss):
   + the embedding cosine; "embed" = the embedding cosine alone (sentence-transformers' distillation target).
 - causal LMs: the token-level losses of kdcompile.losses ("fkl" default, "rkl", "skl", "srkl", "gjsd", "tvd") at
   temperature 1 over every real position, "hpd" (with one student-sampled token per position) and "tip" (reverse
-  KL on the positions TIP selects); "ce" trains on the next token alone (the control without a teacher). All are
-  off-policy here: the student does not write its own training text (on-policy is the char-LM path's, distill-lm).
+  KL on the positions TIP selects); "ce" trains on the next token alone (the control without a teacher). With
+  --on-policy S, a share S of the batches has its second half written by the student (on_policy_batches), and
+  the loss counts those positions only.
 
 Files: student_hf/ (save_pretrained, with the tokenizer and, for a sentence-transformers teacher, its pooling
 modules), student.pt2 (the graph: token ids (b, seq_len) -> embeddings or logits), run.json (its "hf" and "input"
@@ -146,12 +147,13 @@ def lm_loss(method: str, pad: int, generator: torch.Generator | None = None):
     """loss(student_logits, teacher_logits, ids) of a causal LM method, over positions whose next token is real.
     "hpd" samples one token per position from the student (`generator`); "tip" trains on the half of the
     positions TIP's selection keeps (kdcompile.losses.tip_select: our reading of its score), with reverse KL."""
-    def loss(z_s: torch.Tensor, z_t: torch.Tensor | None, ids: torch.Tensor) -> torch.Tensor:
-        z_s = z_s[:, :-1].flatten(0, 1)  # (b (l - 1), v): position t predicts token t + 1
-        target = ids[:, 1:].flatten()
+    def loss(z_s: torch.Tensor, z_t: torch.Tensor | None, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """`start`: the first position whose next token counts (an on-policy batch counts the student's own)."""
+        z_s = z_s[:, start:-1].flatten(0, 1)  # (b (l - 1), v): position t predicts token t + 1
+        target = ids[:, start + 1:].flatten()
         if method == "ce":
             return F.cross_entropy(z_s, target)
-        z_t, mask = z_t[:, :-1].flatten(0, 1), target != pad if pad >= 0 else None
+        z_t, mask = z_t[:, start:-1].flatten(0, 1), target != pad if pad >= 0 else None
         if method == "hpd":
             y_hat = torch.multinomial(torch.softmax(z_s.detach().float(), -1), 1, generator=generator)[:, 0]
             return hpd(z_s, z_t, target, y_hat, mask=mask)
@@ -160,6 +162,28 @@ def lm_loss(method: str, pad: int, generator: torch.Generator | None = None):
             return reverse_kl(z_s[keep], z_t[keep])
         return LOSSES[method](z_s, z_t, mask=mask)
     return loss
+
+
+def on_policy_batches(student: nn.Module, share: float, gen: torch.Generator, written: dict):
+    """prepare(ids) for fit: with probability `share`, the student writes the second half of every sequence from
+    the first (sampled at temperature 1 with its KV cache, transformers' generate), and `written["start"]` tells the
+    loss to count only those positions (GKD's on-policy distillation); else the batch stays data."""
+    def prepare(ids: torch.Tensor) -> torch.Tensor:
+        written["start"] = 0
+        if torch.rand((), generator=gen).item() >= share:
+            return ids
+        half = ids.shape[1] // 2
+        was_training = student.training
+        student.eval()
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (), generator=gen)))  # generate samples from torch's RNG
+        with torch.no_grad():
+            seq = student.generate(ids[:, :half], attention_mask=torch.ones_like(ids[:, :half]), do_sample=True,
+                                   top_k=0, top_p=1.0, temperature=1.0, max_new_tokens=ids.shape[1] - half,
+                                   min_new_tokens=ids.shape[1] - half, pad_token_id=0)
+        student.train(was_training)
+        written["start"] = half - 1  # position half - 1 predicts the first written token
+        return seq[:, :ids.shape[1]]
+    return prepare
 
 
 def _checked_loss(kind: str, method: str) -> str:
@@ -175,6 +199,9 @@ def resolved(cfg, kind: str):
     from dataclasses import replace
 
     loss = DEFAULT_LOSS[kind] if cfg.loss in (None, "hinton") else cfg.loss
+    if cfg.on_policy is not None and (kind != "causal_lm" or not 0.0 <= cfg.on_policy <= 1.0):
+        raise KdError("--on-policy is the share (0 to 1) of batches a causal-LM student writes itself; "
+                      f"got {cfg.on_policy} for {'an encoder' if kind == 'encoder' else 'a causal LM'}.")
     return replace(cfg, loss=_checked_loss(kind, loss), data=cfg.data or DEFAULT_TEXT,
                    seq_len=cfg.seq_len or DEFAULT_SEQ_LEN, lr=cfg.lr or HF_LR[kind],
                    batch_size=cfg.batch_size or HF_BATCH[kind])
@@ -255,6 +282,7 @@ def distill_hf(spec, hf: HFModel, run: RunDir, cfg, identity: dict, force: bool)
     if width is not None:
         student = narrow_mlp(student, width)
     teacher_graph = graph(hf)
+    prepare = None  # the on-policy rewrite of a causal LM's batches, when asked
     if hf.kind == "encoder":
         pooling = hf.pooling or Pooling("mean")
         heads = hf.model.config.num_attention_heads
@@ -268,16 +296,20 @@ def distill_hf(spec, hf: HFModel, run: RunDir, cfg, identity: dict, force: bool)
             return kd(out, t_out)
         model = s_kd
     else:
-        kd = lm_loss(cfg.loss, pad, torch.Generator().manual_seed(cfg.seed))
+        gen = torch.Generator().manual_seed(cfg.seed)
+        kd = lm_loss(cfg.loss, pad, gen)
         model = graph(HFModel(student, hf.kind))
+        written = {"start": 0}  # where the student's own tokens begin in the current batch (0: data only)
+        # `gen` is not in the checkpoint: a resumed on-policy run samples other continuations than an unbroken one
 
         def loss_fn(z_s: torch.Tensor, ids: torch.Tensor, _y) -> torch.Tensor:
             with torch.no_grad():
                 z_t = None if cfg.loss == "ce" else teacher_graph(ids)
-            return kd(z_s, z_t, ids)
+            return kd(z_s, z_t, ids, written["start"])
+        prepare = on_policy_batches(student, cfg.on_policy or 0.0, gen, written) if cfg.on_policy else None
     fit(model, train_ids, None, loss_fn, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
         description=f"distill ({cfg.loss})", checkpoint=run.root / "distill_state.pt",
-        resume=False if force else None, identity=identity)
+        resume=False if force else None, identity=identity, prepare=prepare)
     if not parallel.is_main():  # torchrun: rank 0 evaluates and writes the student
         return {}
 

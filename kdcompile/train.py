@@ -38,7 +38,8 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, loss_fn: Loss
         lr: float, seed: int, description: str, augment_pixels: float = 0.0,
         on_epoch: Callable[[int], str] | None = None, on_epoch_start: Callable[[int], None] | None = None,
         checkpoint: Path | None = None, resume: bool | None = False,
-        identity: dict | None = None, extra: nn.Module | None = None) -> int:
+        identity: dict | None = None, extra: nn.Module | None = None,
+        prepare: Callable[[torch.Tensor], torch.Tensor] | None = None) -> int:
     """AdamW with a one-cycle schedule; `on_epoch(epoch)` may return a short status shown beside the bar.
 
     With `checkpoint`, the whole training state (weights, optimiser, schedule, random generators) is saved after
@@ -46,6 +47,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, loss_fn: Loss
     training hyperparameters given here are added to it); `resume` follows Checkpoint.restore's rule, and a
     resumed run ends with the same weights as an uninterrupted one with the same seed.
     `extra` holds trainable helpers of the loss (projectors): optimised and checkpointed with the model.
+    `prepare(batch)` changes each batch before the forward pass (an on-policy student writes part of it).
     Under torchrun each process trains on its shard of every batch (kdcompile.parallel); rank 0 checkpoints.
     Returns the number of epochs run by this call (fewer than `epochs` when it resumed).
     """
@@ -75,6 +77,8 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, loss_fn: Loss
                     xb = random_shift(xb, augment_pixels, gen)  # the whole batch: the generator stays in step
                 mine, weight = parallel.shard(torch.arange(len(idx)))  # everything, outside torchrun
                 xb, yb = xb[mine], None if y is None else y[idx][mine]
+                if prepare is not None:  # e.g. on-policy: the student rewrites part of its inputs
+                    xb = prepare(xb)
                 loss = loss_fn(net(xb), xb, yb)
                 opt.zero_grad(set_to_none=True)
                 (loss * weight).backward()

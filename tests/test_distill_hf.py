@@ -239,3 +239,23 @@ def test_every_causal_lm_method_brings_the_student_closer_to_the_teacher(trained
                                                                               lr=1e-3))
     assert r["config"]["loss"] == method
     assert r["student"]["kl_to_teacher"] < 0.8 * before["kl_to_teacher"], (r["student"], before)
+
+
+def test_on_policy_batches_let_the_student_write_the_second_half_and_count_only_it(trained_lm_folder, text, tmp_path):
+    from kdcompile.distill_hf import on_policy_batches
+
+    hf = load_hf(trained_lm_folder)
+    ids = training_text(hf.tokenizer, text, "causal_lm", SEQ, 0)[0][:3]
+    written = {}
+    rewrite = on_policy_batches(hf.model, 1.0, torch.Generator().manual_seed(0), written)
+    seq = rewrite(ids)
+    half = SEQ // 2
+    assert seq.shape == ids.shape and torch.equal(seq[:, :half], ids[:, :half]) and written["start"] == half - 1
+    assert not torch.equal(seq[:, half:], ids[:, half:])  # the student's own continuation, not the text
+    assert on_policy_batches(hf.model, 0.0, torch.Generator(), written)(ids) is ids and written["start"] == 0
+    r = distill(TeacherSpec(str(trained_lm_folder)), tmp_path / "run",
+                DistillConfig(data=text, loss="rkl", epochs=1, batch_size=16, min_kept=0, seq_len=SEQ, on_policy=0.5))
+    assert r["config"]["on_policy"] == 0.5 and r["student"]["kl_to_teacher"] > 0
+    with pytest.raises(KdError, match="--on-policy"):
+        distill(TeacherSpec(str(trained_lm_folder)), tmp_path / "bad", DistillConfig(data=text, on_policy=1.5,
+                                                                                     seq_len=SEQ))
