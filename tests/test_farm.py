@@ -47,7 +47,7 @@ def test_a_batch_spreads_over_the_farm_and_a_server_killed_mid_batch_loses_nothi
     from kdcompile.tvm_layer.measure import build_and_time, evaluator, rpc_servers
 
     schedules, args, target = _matmul_schedules(8)
-    with start_farm(servers=2, key="farm-test", port=9390) as farm:
+    with start_farm(servers=2, key="farm-test", port=0) as farm:
         assert rpc_servers(farm.rpc) == 2
         victim = farm.servers[1]
         killer = threading.Thread(target=_kill_while_it_measures, args=(victim,), daemon=True)

@@ -68,9 +68,20 @@ def _registered(port: int, key: str) -> int:
     return sum(s.get("key") == f"server:{key}" for s in info)
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS picks it)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def start_farm(servers: int = 2, key: str = "farm", port: int = 9190, pin: bool = True,
                timeout_s: float = 60.0) -> Farm:
-    """Start the tracker and `servers` servers (server i on core i when `pin`); returns once all registered."""
+    """Start the tracker and `servers` servers (server i on core i when `pin`); returns once all registered.
+    port=0: a free port (what tests use, so that two farms never meet)."""
+    port = port or free_port()
     if servers < 1:
         raise KdError(f"A farm needs at least one server, got {servers}.")
     if pin and servers > cores():
