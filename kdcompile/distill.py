@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kdcompile.data import DistillData, data_source, load_dataset
 from kdcompile import parallel
+from kdcompile.data import DistillData, data_source, load_dataset
 from kdcompile.errors import KdError
 from kdcompile.files import atomic_path, file_sha256
 from kdcompile.machine import cores

@@ -49,7 +49,8 @@ DEFAULT_TEXT = "pydoc"
 DEFAULT_SEQ_LEN = 128
 # AdamW peak learning rate of a student initialised from pretrained layers. Encoders: all-MiniLM-L6-v2's 3-layer
 # student, 4 epochs of lee sentences, reached a held-out cosine of 0.819 at 1e-3 against 0.723 at 1e-4
-# (bench/results/real/minilm.json). Causal LMs: not measured yet, so the fine-tuning scale.
+# (bench/results/real/minilm.json). Causal LMs: SmolLM2's quarter-size student did about 1 nat better at 1e-3
+# than at 1e-4 (bench/results/real/smollm2.json, one seed per rate): not yet enough to move this default.
 HF_LR = {"encoder": 1e-3, "causal_lm": 1e-4}
 # Sequences per batch unless --batch-size says otherwise: a causal LM's logits are (b, l, vocab) for teacher and
 # student, 8 x 128 x 49,152 fp32 = 200 MB each for SmolLM2, several times over in the loss's intermediates.

@@ -56,11 +56,14 @@ def wrap(model: nn.Module) -> nn.Module:
     return DistributedDataParallel(model)
 
 
-def shard(idx: torch.Tensor) -> tuple[torch.Tensor, float]:
+def shard(idx: torch.Tensor) -> tuple[torch.Tensor | slice, float]:
     """This process's part of a global batch of sample indices, and the weight of its mean loss (its share of the
     batch times the world size). A process left without samples (a last batch smaller than the world) runs one
-    sample at weight 0, so that every process joins the all-reduce."""
+    sample at weight 0, so that every process joins the all-reduce. One process: the whole batch, as a slice, so
+    indexing with it copies nothing."""
     rank, size = world()
+    if size == 1:
+        return slice(None), 1.0
     mine = idx[rank::size]
     if len(mine) == 0:
         return idx[:1], 0.0

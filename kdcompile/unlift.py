@@ -12,6 +12,8 @@ keeps the batch dimension free.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import fx, nn
 
@@ -135,8 +137,6 @@ def trainable(module: nn.Module, kind: str, example: torch.Tensor) -> fx.GraphMo
                           "package.module:factory to distil into your own architecture.")
     else:
         gm = module
-    import copy
-
     gm = modular(copy.deepcopy(gm))
     if not any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) for m in gm.modules()):
         raise KdError("The compiled teacher has no convolution or linear layer that owns its weights, so there is "
