@@ -169,9 +169,18 @@ def latency(run: Path, args) -> dict:
         except KdError as e:  # a build that fails parity is not timed; the other backends still are
             tvm_error = str(e)
     report = bench(run, BenchConfig())
-    out = {model: {backend: {"ms_per_sequence": r["p50"], "us_per_token": r["p50"] * 1e3 / args.seq_len}
+    peak, flops = ort_peak_gflops(), flops_per_sequence(run)
+    out = {model: {backend: {"ms_per_sequence": r["p50"], "us_per_token": r["p50"] * 1e3 / args.seq_len,
+                             "share_of_peak": flops[model] / (r["p50"] * 1e-3) / (peak * 1e9)}
                    for backend, r in report["latency_ms"][model].items()} for model in ("teacher", "student")}
-    return out | {"onnx_tolerance": EXPORT_TOLERANCE, "tvm_error": tvm_error, "matmul_peak_gflops": ort_peak_gflops(), "report_machine": report["machine"]}
+    return out | {"flops_per_sequence": flops, "onnx_tolerance": EXPORT_TOLERANCE, "tvm_error": tvm_error,
+                  "matmul_peak_gflops": peak, "report_machine": report["machine"]}
+
+
+def flops_per_sequence(run: Path) -> dict:
+    """FLOPs of one seq_len sequence, teacher and student, as distillation counted them."""
+    distilled = json.loads((run / "distill.json").read_text())
+    return {model: distilled[model]["flops"] for model in ("teacher", "student")}
 
 
 if __name__ == "__main__":
