@@ -208,6 +208,14 @@ def cases(f: dict[str, Path], root: Path) -> dict[str, list[str]]:
         "tune an ONNX file with two inputs": ["tune", str(f["onnx_two_inputs"]), "--out", str(root / "o1")],
         "tune an ONNX file with an int32 input": ["tune", str(f["onnx_int32"]), "--out", str(root / "o2")],
         "tune a truncated ONNX file": ["tune", str(f["onnx_truncated"]), "--out", str(root / "o3")],
+        "tune --rpc without a key": ["tune", str(f["empty_run"]), "--rpc", "127.0.0.1:9190"],
+        "tune --rpc with no tracker there": ["tune", str(root / "whole.onnx"), "--out",
+                                             str(root / "o4"), "--rpc", "127.0.0.1:9:nobody"],
+        "tune --target a GPU": ["tune", str(root / "whole.onnx"), "--out", str(root / "o5"), "--target",
+                                "cuda:sm_86"],
+        "costmodel retarget of a folder that is not a dataset": ["costmodel", "retarget", "--data",
+                                                                 str(f["not_a_dataset"]), "--out", str(root / "rt"),
+                                                                 "--target", "llvm"],
     }
 
 

@@ -82,6 +82,29 @@ def costmodel_remeasure(data: Path = DataOpt,
     _print(remeasure(data, sample))
 
 
+@app.command("retarget")
+def costmodel_retarget(
+        data: Path = typer.Option(..., "--data", "-d", help="The dataset whose programs are measured again."),
+        out: Path = typer.Option(..., "--out", "-o", help="Dataset folder for the new target's measurements."),
+        target: str = typer.Option(..., "--target", help='The new TVM target, e.g. \'{"kind": "llvm", "mcpu": '
+                                   '"x86-64-v3", "num-cores": 1}\' (AVX2, one core).'),
+        networks: Optional[str] = typer.Option(None, "--networks", help="Comma-separated network keys of the source "
+                                               "dataset, e.g. resnet50@b1+prepack+fastmath (default: all)."),
+        per_task: int = typer.Option(24, "--per-task", help="Programs per task: the source's fastest few, then a "
+                                     "seeded random draw of the rest."),
+        best: int = typer.Option(4, "--best", help="How many of them are the source's fastest."),
+        rpc: Optional[str] = typer.Option(None, "--rpc", help="tracker_host:port:key: time on every server "
+                                          "registered under that key (`kdcompile rpc-farm` starts a local farm)."),
+        max_programs: Optional[int] = typer.Option(None, "--max-programs", help="Stop after this many.")) -> None:
+    """Measure a dataset's programs again, compiled for another target, into a dataset of its own: the new
+    target's ground truth, program for program comparable with the old one. Resumable: rerun to continue."""
+    from costmodel.retarget import RetargetConfig, retarget
+
+    names = tuple(n.strip() for n in networks.split(",")) if networks else None
+    _print(retarget(RetargetConfig(source=data, out=out, target=target, networks=names, per_task=per_task, best=best,
+                                   rpc=rpc, max_programs=max_programs)))
+
+
 @app.command("xgb-picker")
 def costmodel_xgb_picker(data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset folder (default: "
                                                              "the shipped one)."),

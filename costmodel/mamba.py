@@ -100,6 +100,11 @@ class MambaRanker(nn.Module):
         store features (zero on trace tokens) -> scores (b,).
 
         Padding sits at the end of each sequence, so the causal scan never mixes it into real tokens."""
+        return self.head(self.embed(kind, num, mask, store)).squeeze(-1)
+
+    def embed(self, kind: torch.Tensor, num: torch.Tensor, mask: torch.Tensor,
+              store: torch.Tensor | None = None) -> torch.Tensor:
+        """The program's representation the score is read from (b, d): what the transfer sampler clusters."""
         x = self.kind(kind) + self.num(num)  # (b, l, d)
         if self.store is not None:
             x = x + self.store(store)
@@ -107,8 +112,7 @@ class MambaRanker(nn.Module):
             x = x + block(norm(x))
         x = self.norm_f(x)
         m = mask.unsqueeze(-1).to(x.dtype)
-        pooled = (x * m).sum(1) / m.sum(1).clamp_min(1.0)  # (b, d): mean over the program's tokens
-        return self.head(pooled).squeeze(-1)
+        return (x * m).sum(1) / m.sum(1).clamp_min(1.0)  # (b, d): mean over the program's tokens
 
     def config_dict(self) -> dict:
         return asdict(self.cfg)

@@ -113,6 +113,16 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
 
 
+def optimizer_step(model: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor, lr: float) -> None:
+    """One AdamW step at learning rate `lr`, gradients clipped to norm 1 (every ranker trains so)."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+
+
 def train(data: str | Path, out: Path, cfg: TrainConfig = TrainConfig(), resume: bool | None = False,
           task_hashes: list[str] | None = None, teacher: Path | None = None,
           validation_hashes: list[str] | None = None) -> dict:
@@ -170,12 +180,7 @@ def train(data: str | Path, out: Path, cfg: TrainConfig = TrainConfig(), resume:
                                                                   cfg.max_tokens))
                 loss = (1 - cfg.kd_weight) * loss + cfg.kd_weight * listwise_kd(scores, teacher_scores, tids,
                                                                                  cfg.kd_temperature)
-            for group in opt.param_groups:
-                group["lr"] = learning_rate(cfg, step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            optimizer_step(model, opt, loss, learning_rate(cfg, step))
             losses.append(loss.item())
             info = f"loss {np.mean(losses[-50:]):.4f}"
             if val_tasks and save_due(step + 1, cfg.validate_every, cfg.steps):

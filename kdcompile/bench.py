@@ -15,7 +15,7 @@ import numpy as np
 from kdcompile.backends import BACKENDS
 from kdcompile.report import print_table, render_markdown
 from kdcompile.report_plot import render_png
-from kdcompile.timing import TimingConfig, measure
+from kdcompile.timing import TimingConfig, measure, summarize
 from kdcompile.errors import KdError
 from kdcompile.inputs import InputSpec
 from kdcompile.files import file_sha256, write_text
@@ -29,6 +29,7 @@ from kdcompile.rundir import MODEL, RunDir
 class BenchConfig:
     threads: int = 0  # intra-op threads of every backend; 0: the cores this process may use
     timing: TimingConfig = field(default_factory=TimingConfig)
+    rpc: str | None = None  # "tracker_host:port:key": time the TVM builds on an RPC server under that key
 
 
 def vouched_build(run: RunDir, model: str, tuned: dict) -> bool:
@@ -79,7 +80,13 @@ def bench(run_dir, cfg: BenchConfig = BenchConfig(), *, out: Path | None = None,
         task = bar.add_task("benchmark", total=len(jobs), info="")
         for m, b in jobs:
             bar.update(task, info=f"{m} / {b}")
-            latency[m][b] = measure(BACKENDS[b](sources[b](m), x, threads), cfg.timing)
+            if b == "tvm" and cfg.rpc:  # on the server, timed there (tvm_layer.remote)
+                from kdcompile.tvm_layer.remote import time_remote
+
+                secs = time_remote(sources[b](m), x, cfg.rpc, cfg.timing.min_calls)
+                latency[m][b] = summarize(np.asarray(secs) * 1e3) | {"rpc": cfg.rpc}
+            else:
+                latency[m][b] = measure(BACKENDS[b](sources[b](m), x, threads), cfg.timing)
             bar.update(task, advance=1)
     if not latency[main]:
         raise KdError(f"Nothing to benchmark for the {main}.")

@@ -71,6 +71,10 @@ LayoutOpt = typer.Option("auto", "--layout", help="Activation layout of convolut
                           "nhwc (channels-last; ReLU6 and other elementwise ops follow) or auto: build both with "
                           "default schedules, time them, tune the faster (a resumed run keeps its layout). Which is "
                           "faster depends on the model: MobileNet-V2 in each, bench/results/e2e/README.md.")
+TargetOpt = typer.Option(None, "--target", help="The CPU to compile for, as a TVM target: default this CPU by name; "
+                         'e.g. \'{"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 1}\' (AVX2, one core).')
+RpcOpt = typer.Option(None, "--rpc", help="tracker_host:port:key: time the candidates on every RPC server registered "
+                      "under that key (`kdcompile rpc-farm` starts a local farm, a server per core).")
 ModelsOpt = typer.Option(None, "--models", help="Which models to tune: student, teacher or both (default: every "
                          "model of the run; a run made for an ONNX file has one, named model).")
 AugmentOpt = typer.Option(None, "--augment-pixels", help="Shift image inputs randomly by up to this many pixels "
@@ -278,7 +282,8 @@ def tune(ctx: typer.Context,
                                         help=_SOURCE_HELP.format(by="export", what="tuned")),
          trials: int = TrialsOpt, cost_model: str = CostOpt, defaults: str = DefaultsOpt, layout: str = LayoutOpt,
          models: Optional[str] = ModelsOpt, threads: int = ThreadsOpt, out: Optional[Path] = OnnxOutOpt,
-         input_shape: Optional[str] = OnnxShapeOpt, config: Optional[Path] = ConfigOpt) -> None:
+         input_shape: Optional[str] = OnnxShapeOpt, target: Optional[str] = TargetOpt, rpc: Optional[str] = RpcOpt,
+         config: Optional[Path] = ConfigOpt) -> None:
     """Stage 3: import into TVM Relax, tune with MetaSchedule for this CPU, compile, check against onnxruntime.
     Also takes an ONNX file you already have: `kdcompile tune model.onnx`."""
     from kdcompile.tune import tune as run
@@ -290,12 +295,14 @@ def tune(ctx: typer.Context,
 def bench(run_dir: Path = typer.Argument(..., metavar="RUN_DIR|MODEL.onnx",
                                          help=_SOURCE_HELP.format(by="the earlier stages", what="timed")),
           threads: int = ThreadsOpt, out: Optional[Path] = OnnxOutOpt,
-          input_shape: Optional[str] = OnnxShapeOpt) -> None:
+          input_shape: Optional[str] = OnnxShapeOpt,
+          rpc: Optional[str] = typer.Option(None, "--rpc", help="tracker_host:port:key: time the TVM builds on an RPC "
+                                            "server under that key (the others stay on this machine).")) -> None:
     """Stage 4: latency of teacher and student per backend (p50/p90/p99, batch 1); writes report.*. Also takes an
     ONNX file (`kdcompile bench model.onnx`): onnxruntime, and TVM once `kdcompile tune` has built it."""
     from kdcompile.bench import BenchConfig, bench as run
 
-    run(run_dir, BenchConfig(threads=threads), out=out, input_shape=_shape(input_shape))
+    run(run_dir, BenchConfig(threads=threads, rpc=rpc), out=out, input_shape=_shape(input_shape))
 
 
 @app.command("distill-and-tune")
@@ -308,6 +315,7 @@ def distill_and_tune(ctx: typer.Context, model: Path = typer.Argument(..., help=
                      seq_len: Optional[int] = SeqLenOpt, on_policy: Optional[float] = OnPolicyOpt,
                      trials: int = TrialsOpt, cost_model: str = CostOpt, defaults: str = DefaultsOpt,
                      layout: str = LayoutOpt, models: Optional[str] = ModelsOpt, threads: int = ThreadsOpt,
+                     target: Optional[str] = TargetOpt, rpc: Optional[str] = RpcOpt,
                      force: bool = ForceOpt, config: Optional[Path] = ConfigOpt) -> None:
     """The main job: distill, export, tune and bench in one run folder. Rerunning resumes (student and tuning
     database are reused)."""
@@ -315,7 +323,7 @@ def distill_and_tune(ctx: typer.Context, model: Path = typer.Argument(..., help=
     from kdcompile.pipeline import distill_and_tune as run
 
     run(_spec(model, arch, trust_pickle, input_shape), _run_dir(out, model), _distill_cfg(ctx, config),
-        _export_cfg(ctx, config), _tune_cfg(ctx, config), BenchConfig(threads=threads), force=force)
+        _export_cfg(ctx, config), _tune_cfg(ctx, config), BenchConfig(threads=threads, rpc=rpc), force=force)
 
 
 @app.command("rpc-farm")

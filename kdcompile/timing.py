@@ -34,6 +34,11 @@ def measure(fn: Callable[[], object], cfg: TimingConfig = TimingConfig()) -> dic
         t0 = time.perf_counter_ns()
         fn()
         times_ns.append(time.perf_counter_ns() - t0)
-    ms = np.asarray(times_ns, dtype=np.float64) / 1e6
+    return summarize(np.asarray(times_ns, dtype=np.float64) / 1e6)
+
+
+def summarize(ms: np.ndarray) -> dict:
+    """Single calls' milliseconds to {"p50", "p90", "p99", "mean", "calls"}."""
+    ms = np.asarray(ms, dtype=np.float64)
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
     return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(ms.mean()), "calls": len(ms)}

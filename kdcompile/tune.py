@@ -43,6 +43,8 @@ class TuneConfig:
     threads: int = 0  # cores to compile for and time with; 0: the cores this process may use
     defaults: str = "xgb"  # how tasks without a measured trial get a schedule: a name in the picker slot
     layout: str = AUTO  # convolutions' activation layout: "nchw" (as exported), "nhwc" or auto
+    target: str | None = None  # a CPU target (tvm_layer.target.parse_target); None: this CPU by name
+    rpc: str | None = None  # "tracker_host:port:key": time the candidates on the RPC servers under that key
 
 
 def check_config(cfg: TuneConfig) -> None:
@@ -57,6 +59,10 @@ def check_config(cfg: TuneConfig) -> None:
                       f"{', '.join(plugins.names(plugins.PICKERS))}.")
     if cfg.layout not in (*LAYOUTS, AUTO):
         raise KdError(f"Unknown layout '{cfg.layout}': choose one of {', '.join((*LAYOUTS, AUTO))}.")
+    if cfg.rpc:
+        from kdcompile.machine import parse_rpc
+
+        parse_rpc(cfg.rpc)
     unknown = set(cfg.models) - set(ROLES)
     if unknown:
         raise KdError(f"Unknown model(s) {sorted(unknown)}: choose from {', '.join(ROLES)}.")
@@ -92,7 +98,14 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig(), *, out: Path | None = None,
     os.environ.setdefault("TVM_NUM_THREADS", str(threads))  # read once, when the TVM runtime starts its pool
     from kdcompile.tvm_layer import build, lowering, records, search, target as targets  # tvm is imported only here
 
-    target = targets.host_target(threads)
+    target = targets.parse_target(cfg.target, threads)
+    if target.kind.name != "llvm":
+        raise KdError(f"tune builds for a CPU it can run the result on (parity, bench); {cfg.target!r} is "
+                      f"{target.kind.name}. Collect GPU programs with `kdcompile costmodel collect --target`.")
+    if cfg.rpc:
+        from kdcompile.tvm_layer.measure import rpc_servers
+
+        rpc_servers(cfg.rpc)  # a tracker that does not answer is one sentence now, not a hung search later
     inputs = _parity_inputs(run, exported, spec, cfg)
     previous = run.read_json("tune.json") if (run.root / "tune.json").exists() else {}
     result = {"target": targets.target_dict(target), "tvm_version": targets.tvm_version(),
@@ -107,6 +120,9 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig(), *, out: Path | None = None,
         defaults_dir = run.root / f"{name}_defaults"  # default schedules of every task, whatever its layout
         done_before = records.count_records(work_dir)
         state = _state(work_dir, previous.get(name, {}), done_before)
+        if done_before and previous.get("target") not in (None, result["target"]):
+            raise KdError(f"{name} was tuned for another target in {run.root} ({json.dumps(previous['target'])}): "
+                          "its records do not apply to this one. Use the same --target, or another run folder.")
         layout, layout_ms = cfg.layout, state.get("layout_ms")
         if done_before and layout not in (state["layout"], AUTO):
             raise KdError(f"{name} was tuned with --layout {state['layout']} in {run.root}: its records do not apply "
@@ -132,7 +148,7 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig(), *, out: Path | None = None,
             dropped: list[int] = []
             ran = search.tune(mod, target, work_dir, cfg.trials, plugins.make(plugins.COST_MODELS, cfg.cost_model),
                               cfg.seed, on_batch=lambda n, task=task: bar.update(task, advance=n),
-                              defaults_dir=defaults_dir, dropped=dropped)
+                              defaults_dir=defaults_dir, dropped=dropped, rpc=cfg.rpc)
         if sum(dropped):
             console.print(f"[yellow]{name}: {sum(dropped)} measured programs were not kept: their traces do not "
                           "replay from the database (a TVM 0.27 quirk of some rfactor schedules).[/]")

@@ -102,3 +102,63 @@ def test_runs_that_fail_are_retried_and_the_rest_are_kept():
     always = Flaky()
     always.run = lambda inputs: [Future(False) for _ in inputs]
     assert all(f.result().error_msg for f in run_with_retries(always.run, [0, 1], retries=2))  # bounded, kept
+
+
+class _Watch:
+    """Whether a server ever served a session (forked a child) while it was watched."""
+
+    def __init__(self, server):
+        self.children, self.served, self.done = f"/proc/{server.pid}/task/{server.pid}/children", False, False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.done and not self.served:
+            with open(self.children) as f:
+                self.served = bool(f.read().split())
+            time.sleep(0.01)
+
+    def stop(self) -> bool:
+        self.done = True
+        self.thread.join(timeout=1)
+        return self.served
+
+
+@pytest.mark.slow
+def test_tune_and_bench_measure_on_the_farm_for_the_one_core_avx2_target(tmp_path):
+    import json
+
+    import torch
+    from torch import nn
+
+    from kdcompile.bench import BenchConfig, bench
+    from kdcompile.export import to_onnx
+    from kdcompile.tune import TuneConfig, tune
+    from kdcompile.tvm_layer.farm import start_farm
+
+    torch.manual_seed(0)
+    onnx_path = tmp_path / "tiny.onnx"
+    to_onnx(nn.Sequential(nn.Linear(64, 64), nn.ReLU()).eval(), torch.zeros(1, 64), onnx_path, opset=18)
+    target = '{"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 1}'
+    with start_farm(servers=1, key="farm-tune", port=0) as farm:
+        watch = _Watch(farm.servers[0])
+        tune(onnx_path, TuneConfig(trials=4, defaults="random", target=target, rpc=farm.rpc, threads=1),
+             out=tmp_path / "run")
+        assert watch.stop()  # the candidates were timed on the server
+        tuned = json.loads((tmp_path / "run" / "tune.json").read_text())
+        assert tuned["target"]["mcpu"] == "x86-64-v3" and tuned["target"]["num-cores"] == 1
+        assert tuned["model"]["trials"] >= 1
+        watch = _Watch(farm.servers[0])
+        report = bench(tmp_path / "run", BenchConfig(threads=1, rpc=farm.rpc))
+        assert watch.stop()
+    remote = report["latency_ms"]["model"]["tvm"]
+    assert remote["rpc"] == farm.rpc and remote["calls"] == 200 and 0 < remote["p50"] <= remote["p99"]
+    with pytest.raises(KdError, match="tuned for another target"):
+        tune(tmp_path / "run", TuneConfig(trials=8, defaults="random", threads=1))
+
+
+def test_tune_refuses_a_malformed_rpc_in_one_sentence(tmp_path):
+    from kdcompile.tune import TuneConfig, tune
+
+    with pytest.raises(KdError, match="tracker_host:port:key"):
+        tune(tmp_path / "nothing.onnx", TuneConfig(rpc="localhost"))

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from kdcompile.errors import KdError
 from kdcompile.machine import cores
 
+# Own process groups: a server forks a process per session, and stopping the farm stops those too.
+QUIET = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
+
 
 @dataclass
 class Farm:
@@ -42,6 +45,21 @@ class Farm:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 kill_group(p, signal.SIGKILL)
+
+    def start_server(self, core: int | None) -> subprocess.Popen:
+        """One more server under the farm's key (pinned to `core` unless None); it registers within seconds.
+        Also how a killed server is replaced."""
+        n = len(self.processes)  # its own port range, never one an earlier server had
+        cmd = [sys.executable, "-m", "tvm.exec.rpc_server", f"--tracker=127.0.0.1:{self.port}", f"--key={self.key}",
+               "--host=127.0.0.1", f"--port={self.port + 100 + 10 * n}", f"--port-end={self.port + 109 + 10 * n}",
+               "--silent"]
+        if core is None:
+            p = subprocess.Popen(cmd, **QUIET)
+        else:  # one core, one runtime thread: TVM's thread pool counts the machine's cores, not the affinity mask
+            p = subprocess.Popen(["taskset", "-c", str(core)] + cmd, env=os.environ | {"TVM_NUM_THREADS": "1"},
+                                 **QUIET)
+        self.processes.append(p)
+        return p
 
     def __enter__(self) -> "Farm":
         return self
@@ -89,21 +107,24 @@ def start_farm(servers: int = 2, key: str = "farm", port: int = 9190, pin: bool 
                       f"{cores()} (pass fewer servers, or no pinning).")
     if pin and shutil.which("taskset") is None:
         raise KdError("Pinning servers to cores needs `taskset` (util-linux); install it or start the farm unpinned.")
-    py = sys.executable
     farm = Farm(port, key)
-    # Own process groups: a server forks a process per session, and stopping the farm stops those too.
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
-    farm.processes.append(subprocess.Popen([py, "-m", "tvm.exec.rpc_tracker", "--host=127.0.0.1", f"--port={port}",
-                                            f"--port-end={port + 1}", "--silent"], **quiet))
+    farm.processes.append(subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host=127.0.0.1",
+                                            f"--port={port}", f"--port-end={port + 1}", "--silent"], **QUIET))
     for i in range(servers):
-        cmd = [py, "-m", "tvm.exec.rpc_server", f"--tracker=127.0.0.1:{port}", f"--key={key}", "--host=127.0.0.1",
-               f"--port={port + 100 + 10 * i}", f"--port-end={port + 109 + 10 * i}", "--silent"]
-        farm.processes.append(subprocess.Popen((["taskset", "-c", str(i)] if pin else []) + cmd, **quiet))
+        farm.start_server(i if pin else None)
+    try:
+        wait_registered(farm, servers, timeout_s)
+    except KdError:
+        farm.stop()
+        raise
+    return farm
+
+
+def wait_registered(farm: Farm, servers: int, timeout_s: float = 60.0) -> None:
+    """Return once `servers` servers are registered under the farm's key; one sentence if they never are."""
     deadline = time.time() + timeout_s
-    while _registered(port, key) < servers:
-        if time.time() > deadline or any(p.poll() is not None for p in farm.processes):
-            farm.stop()
-            raise KdError(f"The RPC farm did not come up on port {port} within {timeout_s:.0f} s (is the port "
+    while _registered(farm.port, farm.key) < servers:
+        if time.time() > deadline or farm.processes[0].poll() is not None:
+            raise KdError(f"The RPC farm did not come up on port {farm.port} within {timeout_s:.0f} s (is the port "
                           "taken? pass another --port).")
         time.sleep(0.5)
-    return farm

@@ -151,18 +151,35 @@ def rpc_servers(rpc: str) -> int:
 
 
 def build_and_time(schedules: list, args_info: list, target: tvm.target.Target,
-                   timing: ms.runner.EvaluatorConfig | None = None, rpc: str | None = None) -> list[list[float] | None]:
+                   timing: ms.runner.EvaluatorConfig | None = None, rpc: str | None = None,
+                   errors: list | None = None, seconds: dict | None = None, workers: tuple | None = None
+                   ) -> list[list[float] | None]:
     """Build the scheduled modules in parallel, then time each, one at a time (or one per RPC server): every
-    repeat's seconds per program, or None where building or running failed."""
-    built = builder().build([ms.builder.BuilderInput(sch.mod, target) for sch in schedules])
+    repeat's seconds per program, or None where building or running failed. `errors`, if given, receives each
+    program's error message (None where it was measured); `seconds` accumulates the wall time of building
+    ("build_s") and of timing ("run_s"). `workers`: a (builder, runner) pair to reuse across calls (each fresh
+    pool starts processes that import TVM: seconds per call); by default new ones."""
+    import time
+
+    build_with, run_with = workers or (builder(), runner(timing, rpc))
+    start = time.perf_counter()
+    built = build_with.build([ms.builder.BuilderInput(sch.mod, target) for sch in schedules])
+    built_at = time.perf_counter()
     ok = [i for i, b in enumerate(built) if b.error_msg is None]
-    futures = runner(timing, rpc).run([ms.runner.RunnerInput(built[i].artifact_path, device_name(target), args_info[i])
+    futures = run_with.run([ms.runner.RunnerInput(built[i].artifact_path, device_name(target), args_info[i])
                                   for i in ok])
     out: list[list[float] | None] = [None] * len(schedules)
+    messages = [b.error_msg for b in built]
     for i, future in zip(ok, futures):
         result = future.result()
         secs = [float(s) for s in result.run_secs] if result.error_msg is None and result.run_secs else None
         out[i] = secs if is_measured(secs) else None
+        messages[i] = result.error_msg if result.error_msg is not None else (None if out[i] else "not measured")
+    if seconds is not None:
+        seconds["build_s"] = seconds.get("build_s", 0.0) + built_at - start
+        seconds["run_s"] = seconds.get("run_s", 0.0) + time.perf_counter() - built_at
+    if errors is not None:
+        errors[:] = messages
     return out
 
 

@@ -205,8 +205,22 @@ def time_predict(workload_json: list, target_json: dict, traces: list[list], cos
 
 
 def remeasure(workload_json: list, target_json: dict, traces: list[list], repeats: int = 5,
-              min_repeat_ms: int = 15) -> list[list[float] | None]:
+              min_repeat_ms: int = 15, rpc: str | None = None, errors: list | None = None,
+              seconds: dict | None = None, workers: tuple | None = None) -> list[list[float] | None]:
     """Build and time programs again, with the builder and runner the collector used (to measure how repeatable
-    the data is). Returns every repeat's seconds per program, or None where building or running failed."""
-    _, target, args, schedules = schedules_from_traces(workload_json, target_json, traces)
-    return build_and_time(schedules, args, target, evaluator(repeats, min_repeat_ms))
+    the data is, or, given another target, how the same programs fare there). Returns every repeat's seconds per
+    program, or None where it did not replay, build or run (`errors` gets the reasons, `seconds` the build and
+    timing wall time, `workers` a builder and runner to reuse: measure.build_and_time)."""
+    _, target, args, schedules = schedules_from_traces(workload_json, target_json, traces, strict=False)
+    ok = [i for i, sch in enumerate(schedules) if sch is not None]
+    found: list = []
+    timed = build_and_time([schedules[i] for i in ok], [args[i] for i in ok], target,
+                           evaluator(repeats, min_repeat_ms), rpc=rpc, errors=found, seconds=seconds,
+                           workers=workers)
+    out: list[list[float] | None] = [None] * len(traces)
+    why: list[str | None] = ["the trace does not replay on its workload"] * len(traces)
+    for i, secs, message in zip(ok, timed, found):
+        out[i], why[i] = secs, message
+    if errors is not None:
+        errors[:] = why
+    return out

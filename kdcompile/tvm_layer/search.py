@@ -26,8 +26,9 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trial
          on_batch: Callable[[int], None] | None = None, population: int | None = None,
          defaults_dir: Path | None = None, min_share: float = budget.MIN_SHARE,
          min_seconds: float = budget.MIN_SECONDS, small_trials: int = budget.SMALL_TRIALS,
-         dropped: list[int] | None = None) -> int:
+         dropped: list[int] | None = None, rpc: str | None = None) -> int:
     """Tune the tasks of the lowered `mod` with MetaSchedule; records go to `work_dir`'s tuning database.
+    `rpc` ("tracker_host:port:key"): candidates are timed on the RPC servers registered under that key.
 
     With `defaults_dir` (default schedules, `defaults.default_schedules`), each task's default program is
     measured first (one trial per task, `measure_defaults`), and only the tasks `budget.worth_searching` picks are
@@ -47,7 +48,7 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trial
         return 0
     callbacks = [ProgressCallback(on_batch)] if on_batch is not None else []
     if defaults_dir is not None:
-        seconds = measure_defaults(mod, target, defaults_dir, work_dir, limit=num_trials - start)
+        seconds = measure_defaults(mod, target, defaults_dir, work_dir, limit=num_trials - start, rpc=rpc)
         if on_batch is not None:
             on_batch(count_records(work_dir) - start)
         chosen = budget.worth_searching({t.task_name: seconds.get(t.task_name, 0.0) * int(t.weight) for t in tasks},
@@ -59,7 +60,7 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trial
                                          "seconds_before_search": seconds}, indent=None)
         _tune_small(small, target, work_dir, small_trials,
                     budget.small_tasks_budget(num_trials - count_records(work_dir)), cost_model, seed, callbacks,
-                    dropped)
+                    dropped, rpc)
         tasks = big
     remaining = num_trials - count_records(work_dir)
     if remaining <= 0 or not tasks:
@@ -68,12 +69,12 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trial
     strategy = "evolutionary" if population is None else ms.search_strategy.EvolutionarySearch(
         population_size=population, init_min_unmeasured=min(50, population // 4))
     _search(tasks, target, work_dir, strategy, budget.search_limit(remaining, per_batch), per_batch, cost_model,
-            seed, callbacks, dropped)
+            seed, callbacks, dropped, rpc)
     return count_records(work_dir) - start
 
 
 def _search(tasks: list, target: tvm.target.Target, work_dir: Path, strategy, max_trials: int, per_batch: int,
-            cost_model, seed: int, callbacks: list, dropped: list[int] | None = None) -> None:
+            cost_model, seed: int, callbacks: list, dropped: list[int] | None = None, rpc: str | None = None) -> None:
     """One MetaSchedule tuning run over `tasks` in our design space, builder, runner and database."""
     quiet_ms_logging()
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
@@ -81,14 +82,15 @@ def _search(tasks: list, target: tvm.target.Target, work_dir: Path, strategy, ma
     quiet_ms_logging()
     measure = measure_callbacks(callbacks)
     ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=max_trials,
-                  num_trials_per_iter=per_batch, builder=builder(), runner=runner(),
+                  num_trials_per_iter=per_batch, builder=builder(), runner=runner(rpc=rpc),
                   database=TuningRecordFiles(work_dir), cost_model=cost_model, measure_callbacks=measure)
     if dropped is not None:
         dropped.append(measure[0].skipped)  # measure_callbacks puts AddReplayableToDatabase first
 
 
 def _tune_small(tasks: list, target: tvm.target.Target, work_dir: Path, small_trials: int, limit: int,
-                cost_model, seed: int, callbacks: list, dropped: list[int] | None = None) -> None:
+                cost_model, seed: int, callbacks: list, dropped: list[int] | None = None,
+                rpc: str | None = None) -> None:
     """Bring each of `tasks` to `small_trials` records in `work_dir` (at most `limit` new trials in all): one
     batch each, the same size for all, so that MetaSchedule's warm-up round is all they get."""
     db = TuningRecordFiles(work_dir)
@@ -98,11 +100,12 @@ def _tune_small(tasks: list, target: tvm.target.Target, work_dir: Path, small_tr
     if not todo or per_task <= 0:
         return
     strategy = ms.search_strategy.EvolutionarySearch(population_size=64, init_min_unmeasured=16)  # small spaces
-    _search(todo, target, work_dir, strategy, per_task * len(todo), per_task, cost_model, seed, callbacks, dropped)
+    _search(todo, target, work_dir, strategy, per_task * len(todo), per_task, cost_model, seed, callbacks, dropped,
+            rpc)
 
 
 def measure_defaults(mod: tvm.IRModule, target: tvm.target.Target, defaults_dir: Path, work_dir: Path,
-                     limit: int | None = None) -> dict[str, float]:
+                     limit: int | None = None, rpc: str | None = None) -> dict[str, float]:
     """Build and time each task's default schedule (from `defaults_dir`) once, as the tuner measures, and add
     it to `work_dir`'s tuning database as a measured record, a trial like any other. Tasks that already have a
     measured record are not measured again. At most `limit` new trials. Returns each task's best seconds."""
@@ -119,7 +122,7 @@ def measure_defaults(mod: tvm.IRModule, target: tvm.target.Target, defaults_dir:
         sch = tvm.s_tir.Schedule(private_copy(task.dispatched[0]))
         record.trace.apply_to_schedule(sch, remove_postproc=False)
         schedules.append(sch)
-    timed = build_and_time(schedules, [record.args_info for _, record in todo], target)
+    timed = build_and_time(schedules, [record.args_info for _, record in todo], target, rpc=rpc)
     for (task, record), sch, secs in zip(todo, schedules, timed):
         db.commit_tuning_record(ms.database.TuningRecord(
             sch.trace, db.commit_workload(task.dispatched[0]), secs or failed(), target, record.args_info))
