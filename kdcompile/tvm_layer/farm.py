@@ -77,9 +77,12 @@ def kill_group(p: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
 
 
 def _registered(port: int, key: str) -> int:
+    import socket
+
     from tvm import rpc
 
     try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()  # TVM's connect would retry for a minute
         info = rpc.connect_tracker("127.0.0.1", port).summary().get("server_info", [])
     except Exception:  # noqa: BLE001 - the tracker is still starting
         return -1
