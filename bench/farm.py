@@ -7,9 +7,10 @@ costs.
 Each phase starts a TVM RPC tracker and N servers on loopback, each pinned to its own core (`kdcompile rpc-farm`),
 and measures the same `--programs` programs through them (`kdcompile costmodel retarget --rpc`: programs of the
 AVX-512 dataset, compiled for the one-core AVX2 target), each phase into a scratch dataset of its own under
-bench/results/transfer/work/ (so both phases time the same programs). In the two-server phase one server is killed while it times a program, 30 s into the phase, and a
-replacement starts on its core 10 s later. A record is lost if a planned program has no record, or its record
-carries an RPC failure after the runner's retries. Writes bench/results/transfer/farm.json.
+bench/results/transfer/work/ (so both phases time the same programs). In the two-server phase, 30 s in, one
+server is killed as soon as it has a session open (a program on it), and a replacement starts on its core 10 s
+later. A record is lost if a planned program has no record, or failed with two servers but was measured with one.
+Writes bench/results/transfer/farm.json.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import json
 import shutil
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
+from costmodel.dataset import ProgramDataset, trace_key
 from kdcompile.files import write_json
 from kdcompile.machine import machine_info
 
@@ -33,73 +36,75 @@ NETWORKS = ("resnet50@b1+prepack+fastmath", "mobilenet_v2@b1+prepack+fastmath", 
             "resnet18@b1+prepack+fastmath", "bert_small@b1+prepack+fastmath", "vit_tiny@b1+prepack+fastmath",
             "mlp_mixer@b1+prepack+fastmath", "tcn@b1+prepack+fastmath", "mnist_teacher@b1+prepack+fastmath",
             "mnist_student@b1+prepack+fastmath")
-# what a dead or hung server leaves in a record (a program's own crash or a build failure is not a lost record)
-RPC_FAILURE = ("Connection", "connect", "ession", "socket", "Broken pipe", "RPC server")
 
 
-def kill_while_it_measures(farm, index: int, after_s: float, restart_s: float, killed: list) -> None:
-    """After `after_s`, kill server `index` as soon as it serves a session (a program is on it), then start a
-    replacement on the same core `restart_s` later."""
-    from kdcompile.tvm_layer.farm import kill_group
+def kill_while_it_measures(farm, index: int, after_s: float, restart_s: float, killed: list,
+                           done: threading.Event) -> None:
+    """After `after_s`, kill server `index` as soon as it has a session open (a program is on it), then start a
+    replacement on the same core `restart_s` later, unless the phase is over by then."""
+    from kdcompile.tvm_layer.farm import kill_group, serving
 
-    time.sleep(after_s)
+    if done.wait(after_s):
+        return
     victim = farm.servers[index]
-    children = f"/proc/{victim.pid}/task/{victim.pid}/children"
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        try:
-            with open(children) as f:
-                busy = bool(f.read().split())
-        except FileNotFoundError:
-            return
-        if busy:
-            time.sleep(0.05)
+    while not done.is_set():
+        if serving(victim):
+            time.sleep(0.05)  # inside the timed repeats
+            killed.append({"ts": time.time(), "serving": serving(victim)})
             kill_group(victim)
-            killed.append(time.time())
-            time.sleep(restart_s)
-            farm.start_server(index)
+            if not done.wait(restart_s):
+                farm.start_server(index)
             return
-        time.sleep(0.02)
+        time.sleep(0.01)
+
+
+def last_line(error: str | None) -> str:
+    lines = (error or "?").strip().splitlines()
+    return (lines[-1] if lines else "?")[:160]
 
 
 def phase(servers: int, args, kill: bool) -> dict:
-    from costmodel.retarget import RetargetConfig, retarget
+    from costmodel.retarget import RetargetConfig, plan, retarget
     from kdcompile.tvm_layer.farm import start_farm
 
     killed: list = []
     out = WORK / f"farm{servers}"
     shutil.rmtree(out, ignore_errors=True)  # each run of the benchmark times the same programs afresh
+    cfg = RetargetConfig(source=args.data, out=out, target=TARGET, networks=NETWORKS, max_programs=args.programs)
+    planned = [trace_key(r["trace"]) for _, picks in plan(cfg) for r in picks][: args.programs]
     start = time.time()
     with start_farm(servers=servers, key=f"farm{servers}", port=0) as farm:
+        done = threading.Event()
+        killer = threading.Thread(target=kill_while_it_measures, args=(farm, servers - 1, 30, 10, killed, done),
+                                  daemon=True)
         if kill:
-            threading.Thread(target=kill_while_it_measures, args=(farm, servers - 1, 30, 10, killed),
-                             daemon=True).start()
-        done = retarget(RetargetConfig(source=args.data, out=out, target=TARGET, networks=NETWORKS,
-                                       rpc=farm.rpc, max_programs=args.programs))
+            killer.start()
+        retarget(replace(cfg, rpc=farm.rpc))
+        done.set()
+        if kill:
+            killer.join()
     end = time.time()
     rows = [json.loads(line) for line in (out / "throughput.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if start <= r["ts"] <= end]
-    records = [r for r in records_between(out, start, end)]
-    rpc_failed = [r for r in records if r["run_secs"] is None and any(s in (r["error"] or "") for s in RPC_FAILURE)]
+    records = {trace_key(r["trace"]): r for _, r in ProgramDataset(out).records()}
     programs, wall = sum(r["programs"] for r in rows), sum(r["wall_s"] for r in rows)
-    return {"servers": servers, "programs": programs, "records": len(records),
-            "failed": sum(r["run_secs"] is None for r in records),
-            "records_lost": (done["measured_this_run"] - len(records)) + len(rpc_failed),
-            "programs_per_min": programs / wall * 60, "wall_s": round(wall, 1),
+    return {"servers": servers, "programs": programs, "planned": len(planned), "records": len(records),
+            "unrecorded": sum(k not in records for k in planned),
+            "failed": {k: last_line(records[k]["error"]) for k in planned if k in records
+                       and records[k]["run_secs"] is None},
+            "programs_per_min": programs / wall * 60,
+            "programs_per_min_end_to_end": programs / (end - start) * 60,  # farm start-up and planning included
+            "batches_wall_s": round(wall, 1), "phase_wall_s": round(end - start, 1),
             "build_share": sum(r["build_s"] for r in rows) / wall, "run_share": sum(r["run_s"] for r in rows) / wall,
             # the rest: replaying each trace on its workload, and the runner's bookkeeping
             "other_share": 1 - sum(r["build_s"] + r["run_s"] for r in rows) / wall,
             "programs_per_min_timing_only": programs / sum(r["run_s"] for r in rows) * 60,
-            "errors": sorted({((r["error"] or "?").strip().splitlines() or ["?"])[-1][:160] for r in records if r["run_secs"] is None}),
-            "killed_servers": len(killed), "load_mean": sum(r["load"] for r in rows) / max(1, len(rows))}
+            "killed": killed, "load_mean": sum(r["load"] for r in rows) / max(1, len(rows))}
 
 
-def records_between(root: Path, start: float, end: float):
-    from costmodel.dataset import ProgramDataset
-
-    for _, r in ProgramDataset(root).records():
-        if start <= r["ts"] <= end:
-            yield r
+def lost(one: dict, two: dict) -> int:
+    """Records the kill cost: planned programs with no record, and programs that failed with two servers (one of
+    them killed) but were measured with one (the same programs; a program's own failure fails in both)."""
+    return two["unrecorded"] + sum(k not in one["failed"] for k in two["failed"])
 
 
 def main() -> None:
@@ -113,7 +118,8 @@ def main() -> None:
         "servers": 2, "programs_per_min": {"1": one["programs_per_min"], "2": two["programs_per_min"]},
         "speedup_2_vs_1": two["programs_per_min"] / one["programs_per_min"],
         "timing_only_speedup_2_vs_1": two["programs_per_min_timing_only"] / one["programs_per_min_timing_only"],
-        "killed_servers": two["killed_servers"], "records_lost": one["records_lost"] + two["records_lost"],
+        "killed_servers": len(two["killed"]), "killed_while_serving": all(k["serving"] for k in two["killed"]),
+        "records_lost": one["unrecorded"] + lost(one, two),
         "phases": phases, "target": json.loads(TARGET),
         "setup": {"command": f"python -m bench.farm --programs {args.programs}",
                   "date": datetime.date.today().isoformat(), "machine": machine_info(2)}})

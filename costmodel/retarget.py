@@ -35,7 +35,7 @@ class RetargetConfig:
     per_task: int = 24  # programs per task
     best: int = 4  # of them, the source's fastest (so that its winners are judged on the new target too)
     min_programs: int = 8  # tasks with fewer measured programs in the source are left out
-    batch: int = 24  # programs built, then timed, per batch (each build starts its worker processes afresh)
+    batch: int = 24  # programs built, then timed, per batch
     repeats: int = 5
     seed: int = 0
     rpc: str | None = None  # "tracker_host:port:key": time on the servers registered under that key
@@ -44,8 +44,13 @@ class RetargetConfig:
 
 def choose(records: list[dict], per_task: int, best: int, seed: int | str) -> list[dict]:
     """The source programs to measure again: its `best` fastest, then a seeded random draw of the rest (fixed for a
-    task, so a resumed run picks the same ones)."""
-    ok = sorted((r for r in records if mean_seconds(r) is not None), key=mean_seconds)
+    task, so a resumed run picks the same ones); each program once, however often the source holds it."""
+    unique: dict[str, dict] = {}
+    for r in records:
+        if mean_seconds(r) is not None:
+            unique.setdefault(trace_key(r["trace"]), r)
+    ok = sorted(unique.values(), key=mean_seconds)
+    best = min(best, per_task)
     rest = ok[best:]
     random.Random(seed).shuffle(rest)
     return ok[:best] + rest[: max(0, per_task - best)]
@@ -53,7 +58,7 @@ def choose(records: list[dict], per_task: int, best: int, seed: int | str) -> li
 
 def plan(cfg: RetargetConfig) -> list[tuple[str, list[dict]]]:
     """(task hash, programs still to measure) for every task of the chosen networks, largest weight first;
-    registers the networks and task headers in the new dataset."""
+    registers the networks and task headers in the new dataset (a task complete from an earlier run is packed)."""
     from kdcompile.tvm_layer.target import parse_target, target_dict
 
     src, out = ProgramDataset(cfg.source), ProgramDataset(cfg.out)
@@ -79,23 +84,90 @@ def plan(cfg: RetargetConfig) -> list[tuple[str, list[dict]]]:
         if not new.exists():
             header = task.header()
             new.create({k: header[k] for k in ("task_hash", "task_name", "workload", "args_info")} | {"target": target})
+        elif new.header()["target"] != target:
+            raise KdError(f"{cfg.out} was measured for another target ({json.dumps(new.header()['target'])}): "
+                          "give this one a dataset folder of its own (--out).")
         done = {trace_key(r["trace"]) for r in new.records()}
         picks = [r for r in choose(records, cfg.per_task, cfg.best, f"{cfg.seed}:{h}")
                  if trace_key(r["trace"]) not in done]
         if picks:
             todo.append((h, picks))
+        else:
+            new.pack()
     for k in keys:  # the same networks, restricted to the tasks measured here
         info = nets[k]
         out.add_network(k, info | {"tasks": {h: w for h, w in info["tasks"].items() if out.task(h).exists()}})
     return todo
 
 
+def farm_size(rpc: str, wait_s: float = 120.0) -> int:
+    """Servers registered under the key now; while there are none (a farm restarting, say), wait up to `wait_s`
+    rather than hand a batch to a runner that would wait for one forever."""
+    from tvm import rpc as tvm_rpc
+
+    from kdcompile.machine import parse_rpc
+    from kdcompile.tvm_layer.measure import registered_servers, rpc_servers
+
+    rpc_servers(rpc)  # one sentence when no tracker answers
+    host, port, key = parse_rpc(rpc)
+    deadline = time.time() + wait_s
+    while (n := registered_servers(tvm_rpc.connect_tracker(host, port).summary(), key)) == 0:
+        if time.time() > deadline:
+            raise KdError(f"No RPC server has been registered under '{key}' at {host}:{port} for {wait_s:.0f} s.")
+        time.sleep(2)
+    return n
+
+
+class Workers:
+    """One builder for the run, and a runner per farm size (an RPC runner has a worker per server; a server that
+    dies and comes back changes the size and back). Made before a batch's clock starts; shut down at the end."""
+
+    def __init__(self, cfg: RetargetConfig):
+        from kdcompile.tvm_layer.measure import builder
+
+        self.cfg, self.build, self.runners = cfg, builder(), {}
+
+    def for_size(self, servers: int) -> tuple:
+        from kdcompile.tvm_layer.measure import evaluator, runner
+
+        if servers not in self.runners:
+            self.runners[servers] = runner(evaluator(self.cfg.repeats, MIN_REPEAT_MS), self.cfg.rpc)
+        return self.build, self.runners[servers]
+
+    def close(self) -> None:
+        for r in self.runners.values():
+            r.close()
+        self.build.close()
+
+
+def measure_batch(out: ProgramDataset, h: str, header: dict, chunk: list[dict], cfg: RetargetConfig, fid: str,
+                  workers: Workers) -> int:
+    """Build and time one batch for the new target; append its records and its throughput line. Returns how many
+    of its programs failed."""
+    from kdcompile.tvm_layer.programs import remeasure
+
+    servers = farm_size(cfg.rpc) if cfg.rpc else 0
+    pair = workers.for_size(servers)
+    errors: list = []
+    seconds: dict = {}
+    t0 = time.time()
+    timed = remeasure(header["workload"], header["target"], [r["trace"] for r in chunk], cfg.repeats, MIN_REPEAT_MS,
+                      rpc=cfg.rpc, errors=errors, seconds=seconds, workers=pair)
+    now, load = time.time(), os.getloadavg()[0]
+    out.task(h).append([{"trace": r["trace"], "run_secs": secs, "error": None if secs else err, "source": "retarget",
+                         "source_s": mean_seconds(r), "fp": fid, "ts": round(now, 1), "load": round(load, 2)}
+                        for r, secs, err in zip(chunk, timed, errors)])
+    append_lines(Path(cfg.out) / "throughput.jsonl", [json.dumps(
+        {"servers": servers, "programs": len(chunk), "failed": sum(s is None for s in timed),
+         "wall_s": round(now - t0, 3), "build_s": round(seconds.get("build_s", 0.0), 3),
+         "run_s": round(seconds.get("run_s", 0.0), 3), "ts": round(now, 1), "load": round(load, 2)})])
+    return sum(s is None for s in timed)
+
+
 def retarget(cfg: RetargetConfig) -> dict:
     """Measure the planned programs for the new target, batch by batch; returns the new dataset's counts."""
     from costmodel.collect import release, stop_after_batch
     from kdcompile.machine import fingerprint, parse_rpc
-    from kdcompile.tvm_layer.measure import builder, evaluator, rpc_servers, runner
-    from kdcompile.tvm_layer.programs import remeasure
     from kdcompile.tvm_layer.target import parse_target, target_dict, tvm_version
 
     if not (Path(cfg.source) / "networks.json").exists():
@@ -112,45 +184,28 @@ def retarget(cfg: RetargetConfig) -> dict:
     if cfg.max_programs is not None:
         total = min(total, cfg.max_programs)
     measured, start = 0, time.time()
-    pools: dict[int, tuple] = {}  # builder and runner, made once per farm size (a runner has a worker per server)
-    stop = stop_after_batch()
+    workers, stop = Workers(cfg), stop_after_batch()
     try:
         with progress() as bar:
             job = bar.add_task("retarget", total=total, info="")
             for i, (h, picks) in enumerate(todo):
-                header = out.task(h).header()
-                for j in range(0, len(picks), cfg.batch):
-                    if measured >= total or stop["asked"]:
-                        break
-                    chunk = picks[j: j + min(cfg.batch, total - measured)]
-                    servers = rpc_servers(cfg.rpc) if cfg.rpc else 0
-                    errors: list = []
-                    seconds: dict = {}
-                    t0 = time.time()
-                    if servers not in pools:
-                        pools[servers] = (builder(), runner(evaluator(cfg.repeats, MIN_REPEAT_MS), cfg.rpc))
-                    timed = remeasure(header["workload"], header["target"], [r["trace"] for r in chunk],
-                                      cfg.repeats, MIN_REPEAT_MS, rpc=cfg.rpc, errors=errors, seconds=seconds,
-                                      workers=pools[servers])
-                    now, load = time.time(), os.getloadavg()[0]
-                    out.task(h).append([{"trace": r["trace"], "run_secs": secs, "error": None if secs else err,
-                                         "source": "retarget", "source_s": mean_seconds(r), "fp": fid,
-                                         "ts": round(now, 1), "load": round(load, 2)}
-                                        for r, secs, err in zip(chunk, timed, errors)])
-                    append_lines(Path(cfg.out) / "throughput.jsonl", [json.dumps(
-                        {"servers": servers, "programs": len(chunk), "failed": sum(s is None for s in timed),
-                         "wall_s": round(now - t0, 3), "build_s": round(seconds.get("build_s", 0.0), 3),
-                         "run_s": round(seconds.get("run_s", 0.0), 3), "ts": round(now, 1), "load": round(load, 2)})])
+                header, left = out.task(h).header(), list(picks)
+                while left and measured < total and not stop["asked"]:
+                    chunk, left = left[: min(cfg.batch, total - measured)], left[min(cfg.batch, total - measured):]
+                    measure_batch(out, h, header, chunk, cfg, fid, workers)
                     measured += len(chunk)
-                    rate = measured / max(1e-9, (now - start) / 60)
+                    rate = measured / max(1e-9, (time.time() - start) / 60)
                     bar.update(job, advance=len(chunk), info=f"task {i + 1}/{len(todo)}, {rate:.0f} programs/min")
                     if bar.disable:
-                        console.print(f"retarget: {measured}/{total} programs, {rate:.0f}/min, load {load:.2f}")
+                        console.print(f"retarget: {measured}/{total} programs, {rate:.0f}/min, "
+                                      f"load {os.getloadavg()[0]:.2f}")
+                if not left:
+                    out.task(h).pack()  # every pick of the task has its record
                 if measured >= total or stop["asked"]:
                     break
-                out.task(h).pack()
     finally:
         release(stop)
+        workers.close()
     if stop["asked"]:
         console.print(f"Stopped after {measured} programs; run the same command to measure the rest.")
     return out.count() | {"measured_this_run": measured}

@@ -7,9 +7,9 @@ exact weighting is not public here, so this is ours, with equal weights:
   many programs;
 - diversity: the distance to the nearest program already picked, over the task's largest distance (1 before the
   first pick); a duplicate of a pick (embeddings equal) is picked only when nothing else is left;
-- uncertainty: how much the old ranker's score of the program moves when a tenth of its trace tokens are dropped
-  at random (the standard deviation over `passes` such passes: MC dropout on the input, since the ranker has no
-  dropout layer), in [0, 1] within the task.
+- uncertainty: how much the old ranker's score of the program moves when a tenth of its tokens are removed at
+  random before it reads them (the standard deviation over `passes` such passes: MC dropout on the input, since
+  the ranker has no dropout layer), in [0, 1] within the task.
 Picks are greedy: each step takes the program with the highest sum of the three, then updates diversity. Pure
 numpy apart from `uncertainty`, which runs the ranker.
 """
@@ -77,15 +77,28 @@ def random_pick(n: int, k: int, rng: np.random.Generator) -> list[int]:
 
 
 @torch.no_grad()
-def embed_and_uncertainty(model, inputs: dict, passes: int = 8, drop: float = 0.1,
-                          seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The ranker's embeddings (n, d) of a task's programs and the spread of their scores under token dropout (n,).
-    `inputs`: MambaRanker.forward's keyword inputs for the task's programs (costmodel.mamba.model_inputs)."""
+def embed_and_uncertainty(model, tokens: list[tuple], stores: list[np.ndarray] | None = None, passes: int = 8,
+                          drop: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The ranker's embeddings (n, d) of a task's programs and the spread of their scores (n,) over `passes`
+    passes that each remove a random share `drop` of every program's tokens (trace tokens and store rows alike)
+    before the ranker reads it. `tokens`, `stores`: as costmodel.mamba.model_inputs takes them."""
+    from costmodel.mamba import model_inputs
+
     model.eval()
-    emb = model.embed(**inputs)
-    gen = torch.Generator().manual_seed(seed)
+    emb = model.embed(**model_inputs(model.cfg, tokens, stores))
+    rng = np.random.default_rng(seed)
+
+    def thinned(a: np.ndarray) -> np.ndarray:
+        keep = rng.random(len(a)) >= drop
+        return a[keep] if keep.any() else a[:1]  # never the empty program
+
     scores = []
     for _ in range(passes):
-        keep = torch.rand(inputs["mask"].shape, generator=gen) >= drop
-        scores.append(model(**(inputs | {"mask": inputs["mask"] & keep})))
+        cut = []
+        for kind, num in tokens:
+            keep = rng.random(len(kind)) >= drop
+            keep[0] |= not keep.any()
+            cut.append((kind[keep], num[keep]))
+        rows = [thinned(r) if len(r) else r for r in stores] if stores is not None else None
+        scores.append(model(**model_inputs(model.cfg, cut, rows)))
     return emb.numpy(), torch.stack(scores).std(0).numpy()

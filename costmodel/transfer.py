@@ -3,8 +3,8 @@ continual distillation (TCL, arXiv 2604.12891; issue #25).
 
 The old ranker is the teacher. The new target's ranker starts from its weights (same architecture, no head per
 platform) and trains on the programs a sampler chose to measure (costmodel.sampler) with LambdaRank, plus listwise
-KD toward the teacher's scores on every candidate of the task, measured or not (the teacher's opinion costs no
-measurement). Variants, every one on the same tasks and steps:
+KD toward the teacher's scores on the task's candidates, measured or not (up to `programs_per_task` unmeasured ones
+per task in a batch: the teacher's opinion costs no measurement). Variants, every one on the same tasks and steps:
 - rdu_kd: RDU sample, teacher's weights, KD;      random_kd: a random sample, teacher's weights, KD;
 - rdu: RDU sample, teacher's weights, no KD (plain fine-tuning: what forgets);
 - scratch: a random sample, fresh weights (a user with no old ranker cannot run RDU);
@@ -15,6 +15,7 @@ Forgetting is read on the old target's own held-out networks, before (the teache
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from costmodel.rank import listwise_kd, rank_loss
 from costmodel.sampler import embed_and_uncertainty, how_many, random_pick, rdu_pick
 from costmodel.splits import split_by_network, tasks_of
 from costmodel.train import TaskData, TrainConfig, learning_rate, load_tasks, optimizer_step
-from kdcompile.files import write_json
+from kdcompile.files import file_sha256, write_json
 from kdcompile.progress import progress
 
 VARIANTS = {  # name: (sample, start from the teacher's weights, KD toward the teacher)
@@ -45,7 +46,7 @@ class TransferConfig:
     scratch_lr: float = 2e-3  # fresh weights (TrainConfig's)
     kd_weight: float = 0.5  # loss = (1 - w) LambdaRank on measured programs + w listwise KD on all
     tasks_per_batch: int = 8
-    programs_per_task: int = 32  # candidates per task in a batch for KD
+    programs_per_task: int = 32  # unmeasured candidates per task in a batch, beside its measured ones (for KD)
     min_programs: int = 5
     seed: int = 0
 
@@ -62,7 +63,7 @@ def choose(tasks: list[TaskData], teacher: MambaRanker, share: float, how: str, 
         elif how == "random":
             out[t.task_hash] = np.array(sorted(random_pick(n, k, rng)))
         else:
-            emb, unc = embed_and_uncertainty(teacher, model_inputs(teacher.cfg, t.tokens, t.stores), seed=seed)
+            emb, unc = embed_and_uncertainty(teacher, t.tokens, t.stores, seed=seed)
             out[t.task_hash] = np.array(sorted(rdu_pick(emb, unc, k)))
     return out
 
@@ -86,12 +87,13 @@ def fit(tasks: list[TaskData], measured: dict[str, np.ndarray], init: MambaRanke
             for tid in picks:
                 t = tasks[tid]
                 chosen = set(measured[t.task_hash].tolist())
-                # every measured program, then unmeasured candidates for the teacher to speak about
+                # every measured program, then unmeasured candidates for the teacher to speak about (their seconds
+                # are never read: NaN in their place would poison the loss if they were)
                 rest = [i for i in rng.permutation(len(t.seconds)) if i not in chosen]
-                idx = sorted(chosen) + (rest[: max(0, cfg.programs_per_task - len(chosen))] if teacher else [])
+                idx = sorted(chosen) + (rest[: cfg.programs_per_task] if teacher else [])
                 seqs += [t.tokens[i] for i in idx]
                 stores += [t.stores[i] for i in idx] if t.stores is not None else []
-                secs += [t.seconds[i] for i in idx]
+                secs += [t.seconds[i] if i in chosen else float("nan") for i in idx]
                 tids += [tid] * len(idx)
                 known += [i in chosen for i in idx]
             inputs = model_inputs(mcfg, seqs, stores or None)
@@ -109,14 +111,17 @@ def fit(tasks: list[TaskData], measured: dict[str, np.ndarray], init: MambaRanke
 
 def transfer(new: Path, old: Path, teacher_path: Path, work: Path, cfg: TransferConfig = TransferConfig(),
              variants: tuple[str, ...] = tuple(VARIANTS)) -> dict:
-    """Train every variant on the new target's training networks and score it on its held-out networks (and the
-    KD variants on the old target's); weights stay in `work` (a variant whose weights exist is not retrained)."""
+    """Train every variant on the new target's training networks and score it on its held-out networks, and the
+    variants that started from the teacher on the old target's; weights stay in `work` (a variant is not retrained
+    while its config, teacher and data are unchanged)."""
     teacher = load_ranker(teacher_path)
     ds = ProgramDataset(new)
     split = split_by_network(ds)
     tasks = load_tasks(ds, tasks_of(split["train"]), cfg.min_programs, with_stores=bool(teacher.cfg.store_features))
     work.mkdir(parents=True, exist_ok=True)
-    tag = f"s{cfg.seed}_p{round(cfg.share * 100)}_n{cfg.steps}"
+    # weights are reused only for the same config, teacher and data
+    identity = json.dumps([asdict(cfg), file_sha256(teacher_path), [(t.task_hash, len(t.seconds)) for t in tasks]])
+    tag = f"s{cfg.seed}_p{round(cfg.share * 100)}_n{cfg.steps}_{hashlib.sha1(identity.encode()).hexdigest()[:8]}"
     weights, sampled = {"teacher": teacher_path}, {}
     for name in variants:
         how, warm, kd = VARIANTS[name]

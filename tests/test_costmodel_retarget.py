@@ -19,11 +19,14 @@ AVX2_ONE_CORE = '{"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 1}'
 
 
 def test_the_choice_is_the_fastest_then_a_fixed_draw_of_the_rest():
-    records = [{"run_secs": [float(s)]} for s in (5, 1, 4, 2, 3, 6)] + [{"run_secs": None}]
+    records = [{"trace": [[i]], "run_secs": [float(s)]} for i, s in enumerate((5, 1, 4, 2, 3, 6))]
+    records += [{"trace": [[9]], "run_secs": None}, {"trace": [[1]], "run_secs": [7.0]}]  # a failure, a duplicate
     picked = choose(records, per_task=4, best=2, seed="x")
     assert [mean_seconds(r) for r in picked[:2]] == [1.0, 2.0]
     assert len(picked) == 4 and all(mean_seconds(r) is not None for r in picked)
+    assert len({str(r["trace"]) for r in picked}) == 4 and [[1]] not in [r["trace"] for r in picked[2:]]
     assert picked == choose(records, per_task=4, best=2, seed="x")  # a resumed run chooses the same
+    assert len(choose(records, per_task=3, best=5, seed="x")) == 3  # never more than per_task
 
 
 @pytest.fixture(scope="module")

@@ -59,7 +59,7 @@ def test_the_seconds_of_unmeasured_programs_are_never_read():
     measured = {t.task_hash: np.array([0, 3, 7]) for t in tasks}
     teacher = MambaRanker(mcfg)
     cfg = TransferConfig(steps=5, tasks_per_batch=2, programs_per_task=8)
-    other = [TaskData(t.task_hash, t.tokens, np.where(np.isin(np.arange(12), [0, 3, 7]), t.seconds, 99.0))
+    other = [TaskData(t.task_hash, t.tokens, np.where(np.isin(np.arange(12), [0, 3, 7]), t.seconds, np.nan))
              for t in tasks]
     for kd in (None, teacher):
         a = fit(tasks, measured, teacher, kd, cfg)
@@ -68,12 +68,11 @@ def test_the_seconds_of_unmeasured_programs_are_never_read():
             assert torch.equal(pa, pb)
 
 
-def test_dropout_uncertainty_is_zero_without_dropout_and_the_embedding_is_what_the_score_reads():
+def test_token_dropout_uncertainty_is_zero_without_dropout_and_the_embedding_is_what_the_score_reads():
     tasks, mcfg = _tasks(np.random.default_rng(1), n_tasks=1)
     model = MambaRanker(mcfg).eval()
-    inputs = model_inputs(mcfg, tasks[0].tokens)
-    emb, unc = embed_and_uncertainty(model, inputs, drop=0.0)
+    emb, unc = embed_and_uncertainty(model, tasks[0].tokens, drop=0.0)
     assert np.allclose(unc, 0.0)
-    assert torch.allclose(model.head(torch.as_tensor(emb)).squeeze(-1), model(**inputs))
-    _, unc = embed_and_uncertainty(model, inputs, drop=0.3)
+    assert torch.allclose(model.head(torch.as_tensor(emb)).squeeze(-1), model(**model_inputs(mcfg, tasks[0].tokens)))
+    _, unc = embed_and_uncertainty(model, tasks[0].tokens, drop=0.3)
     assert (unc > 0).all()

@@ -26,18 +26,17 @@ def _matmul_schedules(n: int):
     return [space[0]] * n, [args] * n, target
 
 
-def _kill_while_it_measures(victim, timeout_s: float = 300):
+def _kill_while_it_measures(victim, killed: list, timeout_s: float = 300):
     """Kill `victim` (and its session process) once it serves a session: a candidate is on it, mid-batch."""
-    from kdcompile.tvm_layer.farm import kill_group
+    from kdcompile.tvm_layer.farm import kill_group, serving
 
-    children = f"/proc/{victim.pid}/task/{victim.pid}/children"
     deadline = time.time() + timeout_s
     while time.time() < deadline:
-        with open(children) as f:
-            if f.read().split():  # the server forked a process for a session
-                time.sleep(0.3)  # inside the timed repeats
-                kill_group(victim)
-                return
+        if serving(victim):
+            time.sleep(0.3)  # inside the timed repeats
+            killed.append(serving(victim))  # still serving when the kill came
+            kill_group(victim)
+            return
         time.sleep(0.02)
 
 
@@ -49,12 +48,15 @@ def test_a_batch_spreads_over_the_farm_and_a_server_killed_mid_batch_loses_nothi
     schedules, args, target = _matmul_schedules(8)
     with start_farm(servers=2, key="farm-test", port=0) as farm:
         assert rpc_servers(farm.rpc) == 2
-        victim = farm.servers[1]
-        killer = threading.Thread(target=_kill_while_it_measures, args=(victim,), daemon=True)
+        from kdcompile.tvm_layer.farm import serving
+
+        assert not any(serving(p) for p in farm.servers)  # idle servers hold no session
+        victim, killed = farm.servers[1], []
+        killer = threading.Thread(target=_kill_while_it_measures, args=(victim, killed), daemon=True)
         killer.start()
         timed = build_and_time(schedules, args, target, evaluator(repeats=3, min_repeat_ms=300), rpc=farm.rpc)
         killer.join(timeout=1)
-        assert victim.poll() is not None  # it really died, while it measured a candidate
+        assert victim.poll() is not None and killed == [True]  # it really died, while it measured a candidate
     assert all(t is not None and len(t) == 3 for t in timed), timed  # every candidate measured, none lost
 
 
@@ -105,17 +107,18 @@ def test_runs_that_fail_are_retried_and_the_rest_are_kept():
 
 
 class _Watch:
-    """Whether a server ever served a session (forked a child) while it was watched."""
+    """Whether a server ever had a session open while it was watched."""
 
     def __init__(self, server):
-        self.children, self.served, self.done = f"/proc/{server.pid}/task/{server.pid}/children", False, False
+        self.server, self.served, self.done = server, False, False
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self):
+        from kdcompile.tvm_layer.farm import serving
+
         while not self.done and not self.served:
-            with open(self.children) as f:
-                self.served = bool(f.read().split())
+            self.served = serving(self.server)
             time.sleep(0.01)
 
     def stop(self) -> bool:

@@ -76,6 +76,24 @@ def kill_group(p: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
         pass
 
 
+def _children(pid: int) -> list[int]:
+    """Child processes of `pid`, whichever of its threads started them (/proc lists them per thread)."""
+    out = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(c) for c in f.read().split()]
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return out
+
+
+def serving(server: subprocess.Popen) -> bool:
+    """Whether an RPC server has a session open now (a program is being timed on it). The server keeps one
+    child for its whole life, the process that listens; each session is a child of that one (Linux /proc)."""
+    return any(_children(child) for child in _children(server.pid))
+
+
 def _registered(port: int, key: str) -> int:
     import socket
 
@@ -127,7 +145,8 @@ def wait_registered(farm: Farm, servers: int, timeout_s: float = 60.0) -> None:
     """Return once `servers` servers are registered under the farm's key; one sentence if they never are."""
     deadline = time.time() + timeout_s
     while _registered(farm.port, farm.key) < servers:
-        if time.time() > deadline or farm.processes[0].poll() is not None:
+        if time.time() > deadline or farm.processes[0].poll() is not None or \
+                all(p.poll() is not None for p in farm.servers):
             raise KdError(f"The RPC farm did not come up on port {farm.port} within {timeout_s:.0f} s (is the port "
                           "taken? pass another --port).")
         time.sleep(0.5)

@@ -12,6 +12,7 @@ default-schedule timing and re-measurement all use.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 
 import numpy as np
@@ -91,6 +92,10 @@ class WaitingRunner(ms.runner.PyRunner):
     def run(self, runner_inputs):
         return run_with_retries(self.runner.run, list(runner_inputs), self.retries)
 
+    def close(self) -> None:
+        """Stop the worker processes now (a runner kept for many calls)."""
+        self.runner.pool.shutdown()
+
 
 def run_with_retries(run, inputs: list, retries: int) -> list:
     """run(inputs) -> futures, waited for; inputs whose run failed go out again, up to `retries` times (through
@@ -150,6 +155,11 @@ class PooledBuilder(ms.builder.PyBuilder):
                 results.append(ms.builder.BuilderResult(None, f"LocalBuilder: An exception occurred\n{r.value}"))
         return results
 
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
+
     def __del__(self):
         try:
             if getattr(self, "pool", None) is not None:
@@ -190,11 +200,11 @@ def runner(timing: ms.runner.EvaluatorConfig | None = None, rpc: str | None = No
 def rpc_servers(rpc: str) -> int:
     """How many servers are registered under the key at the tracker (at least 1, so a farm that is still
     starting gets one worker)."""
+    import socket
+
     from tvm import rpc as tvm_rpc
 
     from kdcompile.errors import KdError
-
-    import socket
 
     host, port, key = parse_rpc(rpc)
     try:  # TVM's own connect retries for a minute before it gives up on a port nothing listens on
@@ -203,7 +213,12 @@ def rpc_servers(rpc: str) -> int:
     except Exception as e:  # noqa: BLE001 - refused, unreachable, not a tracker
         raise KdError(f"No TVM RPC tracker answers at {host}:{port} ({type(e).__name__}); start one with "
                       "`python -m tvm.exec.rpc_tracker` (or `kdcompile rpc-farm`).")
-    return max(1, sum(s.get("key") == f"server:{key}" for s in summary.get("server_info", [])))
+    return max(1, registered_servers(summary, key))
+
+
+def registered_servers(summary: dict, key: str) -> int:
+    """Servers under `key` in a tracker's summary ."""
+    return sum(s.get("key") == f"server:{key}" for s in summary.get("server_info", []))
 
 
 def build_and_time(schedules: list, args_info: list, target: tvm.target.Target,
@@ -213,8 +228,10 @@ def build_and_time(schedules: list, args_info: list, target: tvm.target.Target,
     """Build the scheduled modules in parallel, then time each, one at a time (or one per RPC server): every
     repeat's seconds per program, or None where building or running failed. `errors`, if given, receives each
     program's error message (None where it was measured); `seconds` accumulates the wall time of building
-    ("build_s") and of timing ("run_s"). `workers`: a (builder, runner) pair to reuse across calls (each fresh
-    pool starts processes that import TVM: seconds per call); by default new ones."""
+    ("build_s") and of timing ("run_s"). `workers`: a (builder, runner) pair to reuse across calls (a fresh runner
+    starts processes that import TVM: seconds per call), made for the same `timing` and `rpc`; by default new ones.
+    The built libraries are deleted once timed (inside tune_tasks MetaSchedule does that itself)."""
+    import shutil
     import time
 
     build_with, run_with = workers or (builder(), runner(timing, rpc))
@@ -231,6 +248,9 @@ def build_and_time(schedules: list, args_info: list, target: tvm.target.Target,
         secs = [float(s) for s in result.run_secs] if result.error_msg is None and result.run_secs else None
         out[i] = secs if is_measured(secs) else None
         messages[i] = result.error_msg if result.error_msg is not None else (None if out[i] else "not measured")
+    for b in built:
+        if b.artifact_path:
+            shutil.rmtree(os.path.dirname(b.artifact_path), ignore_errors=True)
     if seconds is not None:
         seconds["build_s"] = seconds.get("build_s", 0.0) + built_at - start
         seconds["run_s"] = seconds.get("run_s", 0.0) + time.perf_counter() - built_at
