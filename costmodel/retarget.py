@@ -103,17 +103,12 @@ def plan(cfg: RetargetConfig) -> list[tuple[str, list[dict]]]:
 def farm_size(rpc: str, wait_s: float = 120.0) -> int:
     """Servers registered under the key now; while there are none (a farm restarting, say), wait up to `wait_s`
     rather than hand a batch to a runner that would wait for one forever."""
-    from tvm import rpc as tvm_rpc
+    from kdcompile.tvm_layer.measure import registered_now
 
-    from kdcompile.machine import parse_rpc
-    from kdcompile.tvm_layer.measure import registered_servers, rpc_servers
-
-    rpc_servers(rpc)  # one sentence when no tracker answers
-    host, port, key = parse_rpc(rpc)
     deadline = time.time() + wait_s
-    while (n := registered_servers(tvm_rpc.connect_tracker(host, port).summary(), key)) == 0:
+    while (n := registered_now(rpc)) == 0:
         if time.time() > deadline:
-            raise KdError(f"No RPC server has been registered under '{key}' at {host}:{port} for {wait_s:.0f} s.")
+            raise KdError(f"No RPC server has been registered under {rpc} for {wait_s:.0f} s.")
         time.sleep(2)
     return n
 

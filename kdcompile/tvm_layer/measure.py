@@ -200,6 +200,12 @@ def runner(timing: ms.runner.EvaluatorConfig | None = None, rpc: str | None = No
 def rpc_servers(rpc: str) -> int:
     """How many servers are registered under the key at the tracker (at least 1, so a farm that is still
     starting gets one worker)."""
+    return max(1, registered_now(rpc))
+
+
+def registered_now(rpc: str) -> int:
+    """How many servers are registered under the key at the tracker now (0 too); one sentence when no tracker
+    answers."""
     import socket
 
     from tvm import rpc as tvm_rpc
@@ -213,11 +219,11 @@ def rpc_servers(rpc: str) -> int:
     except Exception as e:  # noqa: BLE001 - refused, unreachable, not a tracker
         raise KdError(f"No TVM RPC tracker answers at {host}:{port} ({type(e).__name__}); start one with "
                       "`python -m tvm.exec.rpc_tracker` (or `kdcompile rpc-farm`).")
-    return max(1, registered_servers(summary, key))
+    return registered_servers(summary, key)
 
 
 def registered_servers(summary: dict, key: str) -> int:
-    """Servers under `key` in a tracker's summary ."""
+    """Servers under `key` in a tracker's summary."""
     return sum(s.get("key") == f"server:{key}" for s in summary.get("server_info", []))
 
 
