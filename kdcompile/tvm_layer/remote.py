@@ -20,16 +20,14 @@ SESSION_TIMEOUT_S = 600
 
 def session(rpc: str):
     """A session on a free server under the key, or one sentence saying why there is none."""
-    from kdcompile.tvm_layer.measure import rpc_servers
+    from kdcompile.tvm_layer.measure import registered_now
 
     host, port, key = parse_rpc(rpc)
-    rpc_servers(rpc)  # one sentence when no tracker answers
-    tracker = tvm_rpc.connect_tracker(host, port)
-    if not any(s.get("key") == f"server:{key}" for s in tracker.summary().get("server_info", [])):
+    if registered_now(rpc) == 0:  # (registered_now: one sentence when no tracker answers)
         raise KdError(f"No RPC server is registered under '{key}' at {host}:{port} (the request would wait for "
                       f"one forever); start one with `kdcompile rpc-farm --key {key}`.")
     try:
-        return tracker.request(key, priority=1, session_timeout=SESSION_TIMEOUT_S)
+        return tvm_rpc.connect_tracker(host, port).request(key, priority=1, session_timeout=SESSION_TIMEOUT_S)
     except Exception as e:  # noqa: BLE001 - refused, unknown key, no free server
         raise KdError(f"No RPC server to time on at {rpc} ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
                       "start one with `kdcompile rpc-farm`.") from e
