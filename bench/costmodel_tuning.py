@@ -12,14 +12,20 @@ lowering) with the same trial budget, evolutionary population and seed; only the
 The network is one of the dataset's held-out networks: none of its tasks was in any model's training data.
 Latency after n trials is what MetaSchedule's task scheduler optimises: sum over tasks of occurrences x the best
 time measured so far (tvm_layer.records.tuning_curve), defined once every task has a measurement.
-Runs resume (tuning databases under --out/work); a finished run is read back, not redone. Writes tuning.json
-and tuning.png to bench/results/costmodel/.
+Time to a latency is the run's wall-clock seconds when the trial that reached it was measured (each run records
+its trial count and elapsed seconds after every batch).
+The benchmark resumes run by run (under --out/work): a finished run is read back, not redone; an unfinished one
+starts again from nothing, since a cost model's online state cannot be resumed. Seeds are outermost, so a stopped
+benchmark has every network and model at the same seeds. The machine's matmul reference (onnxruntime, 1024^3) is
+measured before and after each run. Writes tuning.json and tuning.png to bench/results/costmodel/.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -29,7 +35,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "costmodel"
-MODELS = ("mamba", "xgb", "xgb-pretrained", "random")
+MODELS = ("mamba", "xgb", "xgb-pretrained")
+NETWORKS = ("mobilenet_v2", "bert_base")
 THREADS = 2
 
 
@@ -50,22 +57,38 @@ def network_module(name: str, batch: int, work: Path):
 
 
 def run(mod, target, work: Path, model: str, seed: int, trials: int, population: int) -> dict:
-    """One tuning run (resumed if its database exists); its curve and the seconds spent."""
+    """One tuning run (started afresh unless finished); its curve, timeline and the seconds spent."""
+    import shutil
+
+    from bench.e2e import ort_peak_gflops
     from kdcompile import plugins
     from kdcompile.tvm_layer import cost_models, lowering, records, search
 
     done = work / "run.json"
     if done.exists():
         return json.loads(done.read_text())
+    if work.exists():
+        print(f"  {work}: unfinished, started again", flush=True)
+        shutil.rmtree(work)
+    peak_before = ort_peak_gflops()
     np.random.seed(seed)
     torch.manual_seed(seed)
-    cost_model = cost_models.TimedCostModel(plugins.make(plugins.COST_MODELS, model))
+    inner = plugins.make(plugins.COST_MODELS, model)
+    cost_model = cost_models.TimedCostModel(inner)
+    timeline: list[tuple[int, float]] = []
     start = time.perf_counter()
-    search.tune(mod, target, work, trials, cost_model, seed, population=population,
-                on_batch=lambda n: print(f"  {model} seed {seed}: {records.count_records(work)}/{trials}", flush=True))
+
+    def on_batch(_):
+        timeline.append((records.count_records(work), round(time.perf_counter() - start, 2)))
+        print(f"  {model} seed {seed}: {timeline[-1][0]}/{trials} trials, {timeline[-1][1]:.0f} s", flush=True)
+
+    search.tune(mod, target, work, trials, cost_model, seed, population=population, on_batch=on_batch)
     wall = time.perf_counter() - start
+    scorer = getattr(inner, "scorer", None)
     out = {"model": model, "seed": seed, "trials": records.count_records(work), "tuning_seconds": wall,
-           "costmodel_seconds": cost_model.seconds,
+           "costmodel_seconds": cost_model.seconds, "timeline": timeline,
+           "featurised": getattr(scorer, "featurised", None), "online_rounds": getattr(scorer, "rounds", None),
+           "peak_gflops": [peak_before, ort_peak_gflops()], "load_avg_1min": os.getloadavg()[0],
            "curve": records.tuning_curve(lowering.extract_tasks(mod, target), work)}
     done.write_text(json.dumps(out) + "\n")
     return out
@@ -84,44 +107,56 @@ def median_curve(curves: list[list[float | None]]) -> list[float | None]:
     return [None if any(c[i] is None for c in curves) else float(np.median([c[i] for c in curves])) for i in range(n)]
 
 
+def seconds_at(run: dict, trial: int | None) -> float | None:
+    """The run's elapsed seconds when its `trial`-th trial had been measured."""
+    if trial is None:
+        return None
+    return next((t for n, t in run["timeline"] if n >= trial), None)
+
+
 def summarise(runs: list[dict]) -> dict:
+    """One network's runs: median curves over seeds, trials and seconds each model needs for a baseline's final
+    latency, and the share of tuning time spent in each cost model."""
     curves = {m: [r["curve"] for r in runs if r["model"] == m] for m in dict.fromkeys(r["model"] for r in runs)}
     med = {m: median_curve(c) for m, c in curves.items()}
     final = {m: next((v for v in reversed(c) if v is not None), None) for m, c in med.items()}
 
-    def ratio(base: str) -> float | None:
-        """Trials `base` needs for its final latency over trials mamba needs for it (median curves)."""
-        if "mamba" not in med or base not in med or final[base] is None:
-            return None
-        base_n, mamba_n = trials_to_reach(med[base], final[base]), trials_to_reach(med["mamba"], final[base])
-        return None if mamba_n is None else base_n / mamba_n
+    def reach(model: str, latency: float | None) -> dict:
+        """Trials (median curve) and seconds (median over seeds) `model` needs to reach `latency`."""
+        n = None if latency is None or model not in med else trials_to_reach(med[model], latency)
+        secs = [seconds_at(r, n) for r in runs if r["model"] == model]
+        return {"trials": n, "seconds": None if n is None or None in secs else float(np.median(secs))}
 
-    spent = {m: sum(r["costmodel_seconds"] for r in runs if r["model"] == m) /
-             sum(r["tuning_seconds"] for r in runs if r["model"] == m) for m in curves}
-    return {
-        "trials_ratio_vs_xgb": ratio("xgb"),
-        "trials_ratio_vs_xgb_pretrained": ratio("xgb-pretrained"),
-        "final_latency_ratio_vs_xgb": final["mamba"] / final["xgb"] if final.get("mamba") and final.get("xgb")
-        else None,
-        "costmodel_time_share": spent.get("mamba"),
-        "costmodel_time_share_per_model": spent,
-        "tuning_seconds": {m: [round(r["tuning_seconds"], 1) for r in runs if r["model"] == m] for m in curves},
-        "final_latency_ms": {m: None if v is None else v * 1e3 for m, v in final.items()},
-        "mamba_reaches_xgb_final": None if "mamba" not in med or final.get("xgb") is None
-        else trials_to_reach(med["mamba"], final["xgb"]),
-        "curves": {m: {"median_ms": [None if v is None else v * 1e3 for v in med[m]],
-                       "seeds_ms": [[None if v is None else v * 1e3 for v in c] for c in curves[m]]}
-                   for m in curves},
-    }
+    out: dict = {"final_latency_ms": {m: None if v is None else v * 1e3 for m, v in final.items()}}
+    for base in ("xgb", "xgb-pretrained"):
+        if base not in med or "mamba" not in med:
+            continue
+        b, m = reach(base, final[base]), reach("mamba", final[base])
+        key = base.replace("-", "_")
+        out[f"reach_{key}_final"] = {"mamba": m, base: b}
+        out[f"trials_ratio_vs_{key}"] = None if m["trials"] is None else b["trials"] / m["trials"]
+        out[f"time_ratio_vs_{key}"] = None if m["seconds"] is None else b["seconds"] / m["seconds"]
+    if final.get("mamba") and final.get("xgb"):
+        out["final_latency_ratio_vs_xgb"] = final["mamba"] / final["xgb"]
+    out["costmodel_time_share"] = {m: sum(r["costmodel_seconds"] for r in runs if r["model"] == m) /
+                                   sum(r["tuning_seconds"] for r in runs if r["model"] == m) for m in curves}
+    out["tuning_seconds"] = {m: [round(r["tuning_seconds"], 1) for r in runs if r["model"] == m] for m in curves}
+    out["peak_gflops"] = [round(p, 1) for r in runs for p in r.get("peak_gflops", [])]
+    out["curves"] = {m: {"median_ms": [None if v is None else v * 1e3 for v in med[m]],
+                         "seeds_ms": [[None if v is None else v * 1e3 for v in c] for c in curves[m]]}
+                     for m in curves}
+    return out
 
 
-def plot(summary: dict, path: Path, title: str) -> None:
-    import matplotlib
+def geomean(values: list[float | None]) -> float | None:
+    """Geometric mean of the defined values; None if any is undefined (a model that never reached the latency)."""
+    if not values or any(v is None for v in values):
+        return None
+    return math.exp(sum(math.log(v) for v in values) / len(values))
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+def plot(summary: dict, ax, title: str) -> None:
+    """One network's curves on `ax`."""
     for model, c in summary["curves"].items():
         n_points = min(len(s) for s in c["seeds_ms"])
         seeds = np.array([[np.nan if v is None else v for v in s[:n_points]] for s in c["seeds_ms"]], dtype=float)
@@ -136,15 +171,33 @@ def plot(summary: dict, path: Path, title: str) -> None:
     ax.set_title(f"{title}\nline: median over seeds, band: min-max")
     ax.legend()
     ax.grid(alpha=0.3)
+
+
+def title(setup: dict, network: str) -> str:
+    return (f"{network}: {len(setup['seeds'])} seeds, population {setup['population']}, "
+            f"{setup['trials']} trials")
+
+
+def plot_all(report: dict, out: Path) -> None:
+    """tuning.png: one panel per network."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nets = report["networks"]
+    fig, axes = plt.subplots(1, len(nets), figsize=(7 * len(nets), 4.5), squeeze=False)
+    for ax, (net, summary) in zip(axes[0], nets.items()):
+        plot(summary, ax, title(report["setup"], net))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(out / "tuning.png", dpi=110)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--network", default="bert_base")
+    ap.add_argument("--networks", nargs="+", default=list(NETWORKS))
     ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--trials", type=int, default=150)
+    ap.add_argument("--trials", type=int, default=500)
     ap.add_argument("--population", type=int, default=256)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--models", nargs="+", default=list(MODELS))
@@ -152,30 +205,41 @@ def main() -> None:
     ap.add_argument("--plot-only", action="store_true", help="Redraw tuning.png from tuning.json.")
     args = ap.parse_args()
     if args.plot_only:
-        report = json.loads((args.out / "tuning.json").read_text())
-        setup = report["setup"]
-        plot(report, args.out / "tuning.png", f"{setup['network']}: {len(setup['seeds'])} seeds, "
-                                              f"population {setup['population']}, {setup['trials']} trials")
+        plot_all(json.loads((args.out / "tuning.json").read_text()), args.out)
         return
     from costmodel import zoo
 
-    if args.network not in zoo.TEST_NETWORKS:
-        raise SystemExit(f"{args.network} is not a held-out network ({', '.join(zoo.TEST_NETWORKS)}).")
-    work = args.out / "work" / f"{args.network}@b{args.batch}"
-    mod, target = network_module(args.network, args.batch, work)
-    runs = []
-    for seed in args.seeds:  # seeds outermost: a stopped benchmark has every model at the same seeds
-        for model in args.models:
-            runs.append(run(mod, target, work / model / f"seed{seed}", model, seed, args.trials, args.population))
-    summary = summarise(runs)
-    report = {**summary, "setup": {"network": f"{args.network}@b{args.batch}", "trials": args.trials,
-                                   "population": args.population, "seeds": args.seeds, "threads": THREADS,
-                                   "date": time.strftime("%Y-%m-%d")}}
+    for net in args.networks:
+        if net not in zoo.TEST_NETWORKS:
+            raise SystemExit(f"{net} is not a held-out network ({', '.join(zoo.TEST_NETWORKS)}).")
+    lowered = {}
+    for net in args.networks:
+        work = args.out / "work" / f"{net}@b{args.batch}"
+        lowered[net] = (work, *network_module(net, args.batch, work))
+    runs: dict[str, list[dict]] = {net: [] for net in args.networks}
+    for seed in args.seeds:  # seeds outermost: a stopped benchmark has every network and model at the same seeds
+        for net, (work, mod, target) in lowered.items():
+            for model in args.models:
+                print(f"{net}@b{args.batch} {model} seed {seed}", flush=True)
+                runs[net].append(run(mod, target, work / model / f"seed{seed}", model, seed, args.trials,
+                                     args.population))
+    nets = {f"{net}@b{args.batch}": summarise(r) for net, r in runs.items()}
+    setup = {"trials": args.trials, "population": args.population, "seeds": args.seeds, "models": args.models,
+             "threads": THREADS, "date": time.strftime("%Y-%m-%d")}
+    cm_share = [r["costmodel_seconds"] / r["tuning_seconds"] for rs in runs.values() for r in rs
+                if r["model"] == "mamba"]
+    report = {"xgb_budget": args.trials, "seeds": args.seeds, "networks": nets,
+              **{k: geomean([n.get(k) for n in nets.values()]) for k in (
+                  "trials_ratio_vs_xgb", "trials_ratio_vs_xgb_pretrained", "time_ratio_vs_xgb",
+                  "time_ratio_vs_xgb_pretrained", "final_latency_ratio_vs_xgb")},
+              "costmodel_time_share": float(np.mean(cm_share)) if cm_share else None,
+              "setup": setup}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "tuning.json").write_text(json.dumps(report, indent=1) + "\n")
-    plot(summary, args.out / "tuning.png", f"{args.network}@b{args.batch}: {len(args.seeds)} seeds, "
-                                            f"population {args.population}, {args.trials} trials")
-    print(json.dumps({k: v for k, v in report.items() if k != "curves"}, indent=1))
+    plot_all(report, args.out)
+    print(json.dumps({k: v for k, v in report.items() if k != "networks"}, indent=1))
+    for net, n in nets.items():
+        print(net, json.dumps({k: v for k, v in n.items() if k != "curves"}))
 
 
 if __name__ == "__main__":

@@ -5,15 +5,17 @@ program's own tokens (no normalisation by the current batch, unlike TVM's MLP mo
 the same score whatever it is predicted with.
 
 Inside the tuner, the evolutionary search scores the same candidates again and again (a population survives from
-one iteration to the next), so each trace is tokenised once: tokens are cached by the trace's JSON. Online
+one generation to the next), so programs come named by a key (the adapter's: task and printed trace) with a
+function that featurises the ones asked for. Each key is featurised once (tokens and store rows cached), and its
+score is cached until the next online round changes the weights. `score` is the uncached reference. Online
 learning runs when `update_every` new programs have been measured since the last round (MetaSchedule calls
 `update` after every measured batch), `steps_per_update` LambdaRank steps on a sample of all measured so far.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -24,7 +26,11 @@ from costmodel.tokenize import MAX_TOKENS, tokenize
 from kdcompile.measured import is_measured
 
 UPDATE_BATCH = 256  # programs per online LambdaRank step, sampled from all measured so far
-CACHE_LIMIT = 200_000  # cached token sequences (a long tuning run scores about this many distinct programs)
+CACHE_LIMIT = 50_000  # cached programs (tokens and store rows: ~10 KB each); the cache restarts when full
+SCORE_BATCH = 128  # programs per forward pass when scoring, sorted by length so that little is padding
+
+# featurise(indices) -> (trace JSONs, per-store rows or None) of the programs at those indices
+Featurise = Callable[[list[int]], tuple[list, list[np.ndarray] | None]]
 
 
 class MambaScorer:
@@ -38,46 +44,77 @@ class MambaScorer:
         self.tasks: dict[str, int] = {}
         self.pending = 0  # programs measured since the last round of updates
         self.rounds = 0  # rounds of online updates taken
-        self._tokens: dict[str, tuple] = {}
+        self._features: dict[str, tuple] = {}  # key -> (tokens, store rows or None)
+        self._scores: dict[str, float] = {}  # key -> score under the current weights
+        self.featurised = 0  # programs featurised (cache misses), for the tuner's accounting
 
     @property
     def wants_stores(self) -> bool:
         """Whether predict and update need each program's per-store feature rows."""
         return bool(self.model.cfg.store_features)
 
-    def tokens(self, trace: list) -> tuple:
-        """The trace's tokens, tokenised once (costmodel.tokenize)."""
-        key = json.dumps(trace, separators=(",", ":"))
-        got = self._tokens.get(key)
-        if got is None:
-            if len(self._tokens) >= CACHE_LIMIT:
-                self._tokens.clear()
-            got = self._tokens[key] = tokenize(trace)
-        return got
+    def features(self, keys: list[str], featurise: Featurise) -> list[tuple]:
+        """(tokens, store rows) per key; only the keys not cached are featurised, in one call."""
+        first = _first_index(keys, skip=self._features)
+        got = {k: self._features[k] for k in keys if k not in first}
+        if first:
+            if len(self._features) + len(first) > CACHE_LIMIT:
+                self._features.clear()
+            traces, stores = featurise(list(first.values()))
+            for i, k in enumerate(first):
+                got[k] = self._features[k] = (tokenize(traces[i]), None if stores is None else stores[i])
+            self.featurised += len(first)
+        return [got[k] for k in keys]
 
     @torch.no_grad()
-    def predict(self, traces: list, stores: list[np.ndarray] | None = None) -> np.ndarray:
-        """Scores (higher = predicted faster) for trace JSONs (and their per-store rows, for a model that reads
-        them)."""
-        if not traces:
-            return np.zeros(0)
+    def score(self, tokens: list[tuple], stores: list[np.ndarray] | None = None) -> np.ndarray:
+        """Scores (higher = predicted faster) of tokenised programs (and their per-store rows, for a model that
+        reads them), uncached: the reference `predict` is checked against. Batched by length; a program's score
+        does not depend on its batch (tests/test_costmodel_online.py)."""
+        out = np.zeros(len(tokens), dtype=np.float32)
+        if not tokens:
+            return out
         self.model.eval()
-        inputs = model_inputs(self.model.cfg, [self.tokens(t) for t in traces], stores, self.max_tokens)
-        return self.model(**inputs).numpy()
+        length = [min(len(t[0]), self.max_tokens) + (0 if stores is None else len(stores[i]))
+                  for i, t in enumerate(tokens)]
+        order = np.argsort(length, kind="stable")
+        for start in range(0, len(order), SCORE_BATCH):
+            idx = order[start:start + SCORE_BATCH]
+            inputs = model_inputs(self.model.cfg, [tokens[i] for i in idx],
+                                  None if stores is None else [stores[i] for i in idx], self.max_tokens)
+            out[idx] = self.model(**inputs).numpy()
+        return out
 
-    def update(self, task: str, traces: list, seconds: list[float | None],
-               stores: list[np.ndarray] | None = None) -> None:
+    def predict(self, keys: list[str], featurise: Featurise) -> np.ndarray:
+        """Scores for the programs named by `keys` (one key, one program); programs scored since the last online
+        round are not scored again."""
+        first = _first_index(keys, skip=self._scores)
+        got = {k: self._scores[k] for k in keys if k not in first}
+        if first:
+            missing = list(first)
+            feats = self.features(missing, lambda idx: featurise([first[missing[i]] for i in idx]))
+            scores = self.score([f[0] for f in feats], [f[1] for f in feats] if self.wants_stores else None)
+            new = dict(zip(missing, scores.tolist()))
+            if len(self._scores) + len(new) > CACHE_LIMIT:
+                self._scores.clear()
+            self._scores.update(new)
+            got.update(new)
+        return np.array([got[k] for k in keys], dtype=np.float32)
+
+    def update(self, task: str, keys: list[str], featurise: Featurise, seconds: list[float | None]) -> None:
         """Remember measured programs (failures are skipped); when `update_every` have come in since the last
-        round, take `steps_per_update` LambdaRank steps on a sample of all of them."""
+        round, take `steps_per_update` LambdaRank steps on a sample of all of them (and forget cached scores)."""
         tid = self.tasks.setdefault(task, len(self.tasks))
-        for i, (trace, s) in enumerate(zip(traces, seconds)):
-            if s is not None and np.isfinite(s) and is_measured([s]):
-                self.seen.append((tid, self.tokens(trace), None if stores is None else stores[i], float(s)))
-                self.pending += 1
+        ok = [i for i, s in enumerate(seconds) if s is not None and np.isfinite(s) and is_measured([s])]
+        feats = self.features([keys[i] for i in ok], lambda idx: featurise([ok[i] for i in idx]))
+        for i, (tokens, stores) in zip(ok, feats):
+            self.seen.append((tid, tokens, stores, float(seconds[i])))
+        self.pending += len(ok)
         if self.pending < self.update_every or len(self.seen) < 2:
             return
         self.pending = 0
         self.rounds += 1
+        self._scores.clear()  # the weights change
         self.model.train()
         rng = np.random.default_rng(len(self.seen))
         for _ in range(self.steps_per_update):
@@ -99,3 +136,12 @@ class MambaScorer:
     @classmethod
     def load(cls, path: str | Path, **kwargs) -> "MambaScorer":
         return cls(load_ranker(path), **kwargs)
+
+
+def _first_index(keys: list[str], skip: dict) -> dict[str, int]:
+    """Each key not in `skip`, with the index of its first occurrence, in order."""
+    first: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        if k not in skip:
+            first.setdefault(k, i)
+    return first

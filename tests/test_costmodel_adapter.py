@@ -32,14 +32,18 @@ def test_mamba_cost_model_tunes_a_matmul_and_round_trips(tmp_path, store_feature
     calls = {"predict": 0}
     real_predict = scorer.predict
 
-    def counting_predict(traces, stores=None):
+    def counting_predict(keys, featurise):
         calls["predict"] += 1
         # a joined model gets each candidate's per-store rows from the adapter, a tokens-only one none
-        assert (stores is not None) == bool(store_features)
+        traces, stores = featurise(list(range(len(keys))))
+        assert len(traces) == len(keys) and (stores is not None) == bool(store_features)
         if stores is not None:
             assert len(stores) == len(traces) and all(r.shape[1] == 164 for r in stores)
-        scores = real_predict(traces, stores)
-        assert scores.shape == (len(traces),) and np.isfinite(scores).all()
+        scores = real_predict(keys, featurise)
+        assert scores.shape == (len(keys),) and np.isfinite(scores).all()
+        # cached scores are the uncached reference's, on the real candidates
+        ref = scorer.score([tokenize(t) for t in traces], stores)
+        assert np.allclose(scores, ref, atol=1e-5)
         return scores
 
     scorer.predict = counting_predict

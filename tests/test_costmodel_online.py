@@ -1,6 +1,8 @@
 """The Mamba cost model's online half and its caches: what is cached equals what is computed afresh, scores do not
 depend on the batch, and online learning runs exactly as often as its rule says."""
 
+import json
+
 import numpy as np
 import torch
 
@@ -22,17 +24,54 @@ def _stores(rng, n: int) -> np.ndarray:
     return rng.normal(size=(n, 164)).astype(np.float32)
 
 
-def test_token_cache_returns_what_tokenize_returns():
-    scorer = MambaScorer(MambaRanker(MambaConfig(d_model=8, n_layers=1, d_state=4)))
-    traces = [_trace([4, 16]), _trace([8, 8]), _trace([4, 16])]
-    for t in traces:
-        cached, fresh = scorer.tokens(t), tokenize(t)
-        assert np.array_equal(cached[0], fresh[0]) and np.array_equal(cached[1], fresh[1])
-    assert len(scorer._tokens) == 2  # the repeated trace was tokenised once
-    # cached and uncached scoring agree
-    first = scorer.predict(traces)
-    scorer._tokens.clear()
-    assert np.array_equal(first, scorer.predict(traces))
+class _Featuriser:
+    """The adapter's side for plain traces: keys are the traces' JSON; counts what it was asked to featurise."""
+
+    def __init__(self, traces: list, stores: list | None = None):
+        self.traces, self.stores, self.asked = traces, stores, []
+
+    def keys(self) -> list[str]:
+        return [json.dumps(t) for t in self.traces]
+
+    def __call__(self, indices: list[int]):
+        self.asked += indices
+        return [self.traces[i] for i in indices], None if self.stores is None else [self.stores[i] for i in indices]
+
+
+def test_cached_scores_equal_uncached_and_each_program_is_featurised_once():
+    rng = np.random.default_rng(0)
+    scorer = MambaScorer(MambaRanker(MambaConfig(d_model=8, n_layers=1, d_state=4, store_features=164)))
+    traces = [_trace([4, 16]), _trace([8, 8]), _trace([4, 16]), _trace([2, 32])]
+    stores = [_stores(rng, 2), _stores(rng, 1), None, _stores(rng, 3)]
+    stores[2] = stores[0]  # the same program, the same rows
+    feat = _Featuriser(traces, stores)
+    cached = scorer.predict(feat.keys(), feat)
+    fresh = scorer.score([tokenize(t) for t in traces], stores)
+    assert np.allclose(cached, fresh, rtol=0, atol=1e-6)  # batches differ: float sums, not values
+    assert sorted(feat.asked) == [0, 1, 3]  # the repeated program was featurised once
+    for ((k, n), rows), t, r in zip(scorer.features(feat.keys(), feat), traces, stores):  # cached = fresh
+        assert np.array_equal(k, tokenize(t)[0]) and np.array_equal(n, tokenize(t)[1]) and rows is r
+    # scored again (a surviving population): nothing featurised, the same scores
+    feat.asked.clear()
+    assert np.array_equal(scorer.predict(feat.keys()[::-1], feat), cached[::-1]) and feat.asked == []
+    # a new program among old ones: only it is featurised
+    more = _Featuriser(traces + [_trace([64, 1])], stores + [_stores(rng, 2)])
+    scorer.predict(more.keys(), more)
+    assert more.asked == [4]
+
+
+def test_scores_are_scored_again_after_the_weights_change():
+    torch.manual_seed(0)
+    scorer = MambaScorer(MambaRanker(MambaConfig(d_model=8, n_layers=1, d_state=4)), steps_per_update=3,
+                         update_every=2, lr=1e-2)
+    traces = [_trace([2 ** i, 64 // 2 ** i]) for i in range(4)]
+    feat = _Featuriser(traces)
+    before = scorer.predict(feat.keys(), feat)
+    scorer.update("t", feat.keys()[:2], feat, [1e-3, 2e-3])  # one round: the weights move
+    assert scorer.rounds == 1
+    after = scorer.predict(feat.keys(), feat)
+    assert not np.array_equal(before, after)
+    assert np.allclose(after, scorer.score([tokenize(t) for t in traces]), rtol=0, atol=1e-6)
 
 
 def test_joined_scores_do_not_depend_on_the_batch():
@@ -76,12 +115,18 @@ def test_online_update_runs_when_its_rule_says():
         return real_step(*a, **k)
 
     scorer.opt.step = counting_step
-    traces = [_trace([2 ** i, 64 // 2 ** i]) for i in range(7)]
-    scorer.update("t", traces[:3], [1e-3, 2e-3, None])  # 2 measured (a failure is no program): below 4
+    feat = _Featuriser([_trace([2 ** i, 64 // 2 ** i]) for i in range(7)])
+    keys = feat.keys()
+
+    def update(task, picked, seconds):
+        scorer.update(task, [keys[i] for i in picked], lambda idx: feat([picked[i] for i in idx]), seconds)
+
+    update("t", [0, 1, 2], [1e-3, 2e-3, None])  # 2 measured (a failure is no program): below 4
     assert (scorer.rounds, steps["n"], scorer.pending) == (0, 0, 2)
-    scorer.update("t", traces[3:5], [3e-3, 4e-3])  # 4 pending: one round of 3 steps
+    assert sorted(feat.asked) == [0, 1]  # a failure is not featurised
+    update("t", [3, 4], [3e-3, 4e-3])  # 4 pending: one round of 3 steps
     assert (scorer.rounds, steps["n"], scorer.pending) == (1, 3, 0)
-    scorer.update("t", traces[5:6], [5e-3])
+    update("t", [5], [5e-3])
     assert (scorer.rounds, steps["n"]) == (1, 3)
-    scorer.update("u", traces[6:7] * 3, [1e-3, 1e-3, 2e-3])
+    update("u", [6, 6, 6], [1e-3, 1e-3, 2e-3])
     assert (scorer.rounds, steps["n"], len(scorer.seen)) == (2, 6, 8)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tvm.ir.utils import derived_object
@@ -59,18 +60,27 @@ def builtin(name: str):
 @derived_object
 class TraceRankerCostModel(ms.cost_model.PyCostModel):
     """MetaSchedule's cost-model slot filled by a ranker of trace JSON (costmodel.online.MambaScorer, say): an
-    object with predict(traces) -> scores, update(task, traces, seconds), save(path) and a classmethod load(path).
-    This class only converts candidates to trace JSON (and, for a scorer that `wants_stores`, to MetaSchedule's
-    per-store feature rows, the ones XGBoost reads) and results to seconds."""
+    object with predict(keys, featurise) -> scores, update(task, keys, featurise, seconds), save(path) and a
+    classmethod load(path). This class names each candidate by a key (its task and printed trace: the same key,
+    the same program) and hands the scorer a function that featurises the candidates it asks for: trace JSON,
+    and for a scorer that `wants_stores`, MetaSchedule's per-store feature rows (the ones XGBoost reads). The
+    scorer caches by key, so a candidate the evolutionary search proposes again costs a print of its trace."""
 
     def __init__(self, scorer):
         self.scorer = scorer
         self.extractor = ms.feature_extractor.PerStoreFeature()
 
-    def _stores(self, context, candidates) -> list[np.ndarray] | None:
-        if not getattr(self.scorer, "wants_stores", False):
-            return None
-        return [f.numpy() for f in self.extractor.extract_from(context, candidates)]
+    def _keyed(self, context, candidates) -> tuple[list[str], Callable]:
+        keys = [f"{context.task_name}\n{c.sch.trace}" for c in candidates]
+
+        def featurise(indices: list[int]) -> tuple[list, list[np.ndarray] | None]:
+            picked = [candidates[i] for i in indices]
+            traces = [trace_json(c.sch.trace) for c in picked]
+            if not getattr(self.scorer, "wants_stores", False):
+                return traces, None
+            return traces, [f.numpy() for f in self.extractor.extract_from(context, picked)]
+
+        return keys, featurise
 
     def load(self, path: str) -> None:
         self.scorer = type(self.scorer).load(path)
@@ -81,12 +91,10 @@ class TraceRankerCostModel(ms.cost_model.PyCostModel):
     def update(self, context, candidates, results) -> None:
         seconds = [mean_seconds([float(s) for s in r.run_secs]) if r.error_msg is None and r.run_secs is not None
                    else None for r in results]
-        self.scorer.update(str(context.task_name), [trace_json(c.sch.trace) for c in candidates], seconds,
-                           self._stores(context, candidates))
+        self.scorer.update(str(context.task_name), *self._keyed(context, candidates), seconds)
 
     def predict(self, context, candidates) -> np.ndarray:
-        traces = [trace_json(c.sch.trace) for c in candidates]
-        return self.scorer.predict(traces, self._stores(context, candidates)).astype("float64")
+        return self.scorer.predict(*self._keyed(context, candidates)).astype("float64")
 
 
 @derived_object

@@ -1,0 +1,43 @@
+"""The online benchmark's arithmetic (bench/costmodel_tuning.py) on made-up runs: trials and seconds to reach a
+baseline's final latency, the ratios built from them, and their geometric mean."""
+
+import math
+
+import pytest
+
+from bench.costmodel_tuning import geomean, seconds_at, summarise, trials_to_reach
+
+
+def _run(model: str, seed: int, curve: list, seconds_per_trial: float, costmodel_seconds: float) -> dict:
+    n = len(curve)
+    return {"model": model, "seed": seed, "curve": curve, "tuning_seconds": n * seconds_per_trial,
+            "costmodel_seconds": costmodel_seconds,
+            "timeline": [(i, i * seconds_per_trial) for i in range(2, n + 1, 2)]}
+
+
+def test_trials_and_seconds_to_reach_a_baseline_final():
+    # xgb reaches 4 ms at its 8th (last) trial; mamba reaches 4 ms at its 4th, but each of its trials costs 3 s
+    xgb = [None, 9, 8, 7, 6, 5, 5, 4]
+    mamba = [None, 8, 6, 4, 4, 3, 3, 3]
+    runs = [_run("xgb", 0, xgb, 1.0, 0.5), _run("mamba", 0, mamba, 3.0, 6.0)]
+    out = summarise(runs)
+    assert out["reach_xgb_final"] == {"mamba": {"trials": 4, "seconds": 12.0}, "xgb": {"trials": 8, "seconds": 8.0}}
+    assert out["trials_ratio_vs_xgb"] == 2.0
+    assert out["time_ratio_vs_xgb"] == pytest.approx(8 / 12)
+    assert out["final_latency_ratio_vs_xgb"] == pytest.approx(3 / 4)
+    assert out["costmodel_time_share"] == {"xgb": 0.5 / 8, "mamba": 6.0 / 24}
+
+
+def test_a_model_that_never_reaches_has_no_ratio():
+    runs = [_run("xgb", 0, [5, 4, 3, 2], 1.0, 0), _run("mamba", 0, [5, 5, 5, 5], 1.0, 0)]
+    out = summarise(runs)
+    assert out["trials_ratio_vs_xgb"] is None and out["time_ratio_vs_xgb"] is None
+    assert geomean([2.0, None]) is None
+    assert geomean([2.0, 8.0]) == pytest.approx(4.0)
+
+
+def test_seconds_at_reads_the_first_batch_that_holds_the_trial():
+    run = {"timeline": [(3, 10.0), (6, 25.0), (9, 31.0)]}
+    assert [seconds_at(run, n) for n in (1, 3, 4, 9, 10, None)] == [10.0, 10.0, 25.0, 31.0, None, None]
+    assert trials_to_reach([None, 3.0, 2.0], 2.0) == 3 and trials_to_reach([None, 3.0], 2.0) is None
+    assert math.isclose(geomean([1.0]), 1.0)
