@@ -8,7 +8,7 @@ lowering) with the same trial budget, evolutionary population and seed; only the
 - mamba: the pretrained Mamba ranker (costmodel/weights/mamba_cpu.pt), fine-tuned online;
 - xgb: TVM's XGBoost from scratch (MetaSchedule's default);
 - xgb-pretrained: the same, trained first on the dataset's training networks (the fair baseline);
-- random: a random cost model (the search still evolves, ranked by chance).
+- random (with --models): a random cost model (the search still evolves, ranked by chance).
 The network is one of the dataset's held-out networks: none of its tasks was in any model's training data.
 Latency after n trials is what MetaSchedule's task scheduler optimises: sum over tasks of occurrences x the best
 time measured so far (tvm_layer.records.tuning_curve), defined once every task has a measurement.
@@ -66,7 +66,11 @@ def run(mod, target, work: Path, model: str, seed: int, trials: int, population:
 
     done = work / "run.json"
     if done.exists():
-        return json.loads(done.read_text())
+        got = json.loads(done.read_text())
+        # runs of commit d172f98 did not write their settings; they were run with this benchmark's defaults
+        if (got.get("trials_asked", 500), got.get("population", 256)) == (trials, population):
+            return got
+        print(f"  {work}: finished with other settings, run again", flush=True)
     if work.exists():
         print(f"  {work}: unfinished, started again", flush=True)
         shutil.rmtree(work)
@@ -85,7 +89,8 @@ def run(mod, target, work: Path, model: str, seed: int, trials: int, population:
     search.tune(mod, target, work, trials, cost_model, seed, population=population, on_batch=on_batch)
     wall = time.perf_counter() - start
     scorer = getattr(inner, "scorer", None)
-    out = {"model": model, "seed": seed, "trials": records.count_records(work), "tuning_seconds": wall,
+    out = {"model": model, "seed": seed, "trials": records.count_records(work), "trials_asked": trials,
+           "population": population, "tuning_seconds": wall,
            "costmodel_seconds": cost_model.seconds, "timeline": timeline,
            "featurised": getattr(scorer, "featurised", None), "online_rounds": getattr(scorer, "rounds", None),
            "peak_gflops": [peak_before, ort_peak_gflops()], "load_avg_1min": os.getloadavg()[0],
@@ -122,7 +127,8 @@ def summarise(runs: list[dict]) -> dict:
     final = {m: next((v for v in reversed(c) if v is not None), None) for m, c in med.items()}
 
     def reach(model: str, latency: float | None) -> dict:
-        """Trials (median curve) and seconds (median over seeds) `model` needs to reach `latency`."""
+        """Trials `model`'s median curve needs to reach `latency`, and the median over its seeds of the seconds
+        each had spent at that trial count."""
         n = None if latency is None or model not in med else trials_to_reach(med[model], latency)
         secs = [seconds_at(r, n) for r in runs if r["model"] == model]
         return {"trials": n, "seconds": None if n is None or None in secs else float(np.median(secs))}
@@ -135,7 +141,7 @@ def summarise(runs: list[dict]) -> dict:
         key = base.replace("-", "_")
         out[f"reach_{key}_final"] = {"mamba": m, base: b}
         out[f"trials_ratio_vs_{key}"] = None if m["trials"] is None else b["trials"] / m["trials"]
-        out[f"time_ratio_vs_{key}"] = None if m["seconds"] is None else b["seconds"] / m["seconds"]
+        out[f"time_ratio_vs_{key}"] = None if None in (m["seconds"], b["seconds"]) else b["seconds"] / m["seconds"]
     if final.get("mamba") and final.get("xgb"):
         out["final_latency_ratio_vs_xgb"] = final["mamba"] / final["xgb"]
     out["costmodel_time_share"] = {m: sum(r["costmodel_seconds"] for r in runs if r["model"] == m) /

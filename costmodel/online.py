@@ -5,7 +5,7 @@ program's own tokens (no normalisation by the current batch, unlike TVM's MLP mo
 the same score whatever it is predicted with.
 
 Inside the tuner, the evolutionary search scores the same candidates again and again (a population survives from
-one generation to the next), so programs come named by a key (the adapter's: task and printed trace) with a
+one generation to the next), so programs come named by a key (the adapter's: workload and printed trace) with a
 function that featurises the ones asked for. Each key is featurised once (tokens and store rows cached), and its
 score is cached until the next online round changes the weights. `score` is the uncached reference. Online
 learning runs when `update_every` new programs have been measured since the last round (MetaSchedule calls
@@ -52,6 +52,10 @@ class MambaScorer:
     def wants_stores(self) -> bool:
         """Whether predict and update need each program's per-store feature rows."""
         return bool(self.model.cfg.store_features)
+
+    def clear_cache(self) -> None:
+        self._features.clear()
+        self._scores.clear()
 
     def features(self, keys: list[str], featurise: Featurise) -> list[tuple]:
         """(tokens, store rows) per key; only the keys not cached are featurised, in one call."""

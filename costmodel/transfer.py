@@ -122,11 +122,13 @@ def transfer(new: Path, old: Path, teacher_path: Path, work: Path, cfg: Transfer
     # weights are reused only for the same config, teacher and data
     identity = json.dumps([asdict(cfg), file_sha256(teacher_path), [(t.task_hash, len(t.seconds)) for t in tasks]])
     tag = f"s{cfg.seed}_p{round(cfg.share * 100)}_n{cfg.steps}_{hashlib.sha1(identity.encode()).hexdigest()[:8]}"
-    weights, sampled = {"teacher": teacher_path}, {}
+    weights, sampled, chosen = {"teacher": teacher_path}, {}, {}
     for name in variants:
         how, warm, kd = VARIANTS[name]
         path = work / f"{name}_{tag}.pt"
-        measured = choose(tasks, teacher, cfg.share, how, cfg.seed)
+        if how not in chosen:  # rdu_kd and rdu measure the same programs: the sampler runs once
+            chosen[how] = choose(tasks, teacher, cfg.share, how, cfg.seed)
+        measured = chosen[how]
         sampled[name] = int(sum(len(v) for v in measured.values()))
         if not path.exists():
             save_ranker(fit(tasks, measured, teacher if warm else None, teacher if kd else None, cfg, teacher.cfg), path)

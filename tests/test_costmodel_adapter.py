@@ -29,11 +29,12 @@ def test_mamba_cost_model_tunes_a_matmul_and_round_trips(tmp_path, store_feature
     mod = lower(import_onnx(tmp_path / "linear.onnx", INPUT_NAME, (16, 64)), target)
     scorer = MambaScorer(MambaRanker(MambaConfig(d_model=16, n_layers=1, d_state=4, store_features=store_features)),
                          steps_per_update=2, update_every=1)
-    calls = {"predict": 0}
+    calls = {"predict": 0, "keys": 0}
     real_predict = scorer.predict
 
     def counting_predict(keys, featurise):
         calls["predict"] += 1
+        calls["keys"] += len(keys)
         # a joined model gets each candidate's per-store rows from the adapter, a tokens-only one none
         traces, stores = featurise(list(range(len(keys))))
         assert len(traces) == len(keys) and (stores is not None) == bool(store_features)
@@ -50,6 +51,7 @@ def test_mamba_cost_model_tunes_a_matmul_and_round_trips(tmp_path, store_feature
     timed = TimedCostModel(TraceRankerCostModel(scorer))
     ran = tune(mod, target, tmp_path / "work", num_trials=8, cost_model=timed, population=32)
     assert 0 < ran <= 8 and calls["predict"] > 0  # the budget is a ceiling
+    assert 0 < scorer.featurised < calls["keys"]  # the search proposed programs again, featurised once each
     assert len(scorer.seen) > 0 and scorer.rounds > 0  # update() received the measured programs and learned
     assert timed.seconds > 0
 

@@ -121,12 +121,32 @@ def test_online_update_runs_when_its_rule_says():
     def update(task, picked, seconds):
         scorer.update(task, [keys[i] for i in picked], lambda idx: feat([picked[i] for i in idx]), seconds)
 
-    update("t", [0, 1, 2], [1e-3, 2e-3, None])  # 2 measured (a failure is no program): below 4
+    update("t", [0, 1, 2], [None, 1e-3, 2e-3])  # 2 measured (a failure is no program): below 4
     assert (scorer.rounds, steps["n"], scorer.pending) == (0, 0, 2)
-    assert sorted(feat.asked) == [0, 1]  # a failure is not featurised
+    assert sorted(feat.asked) == [1, 2]  # a failure is not featurised
+    for (_, tokens, _, secs), i in zip(scorer.seen, (1, 2)):  # each time beside its own program's tokens
+        assert np.array_equal(tokens[0], tokenize(feat.traces[i])[0]) and secs == [None, 1e-3, 2e-3][i]
     update("t", [3, 4], [3e-3, 4e-3])  # 4 pending: one round of 3 steps
     assert (scorer.rounds, steps["n"], scorer.pending) == (1, 3, 0)
     update("t", [5], [5e-3])
     assert (scorer.rounds, steps["n"]) == (1, 3)
     update("u", [6, 6, 6], [1e-3, 1e-3, 2e-3])
     assert (scorer.rounds, steps["n"], len(scorer.seen)) == (2, 6, 8)
+
+
+def test_a_full_cache_restarts_without_losing_the_programs_of_the_call(monkeypatch):
+    import costmodel.online as online
+
+    monkeypatch.setattr(online, "CACHE_LIMIT", 3)
+    scorer = MambaScorer(MambaRanker(MambaConfig(d_model=8, n_layers=1, d_state=4)))
+    traces = [_trace([2 ** i, 64 // 2 ** i]) for i in range(5)]
+    feat = _Featuriser(traces)
+    keys = feat.keys()
+    scorer.predict(keys[:2], feat)
+    got = scorer.predict(keys[:4], feat)  # 2 cached + 2 new > 3: the caches restart mid-call
+    assert np.allclose(got, scorer.score([tokenize(t) for t in traces[:4]]), rtol=0, atol=1e-6)
+    assert len(scorer._features) <= 3 and len(scorer._scores) <= 3
+    scorer.clear_cache()
+    feat.asked.clear()
+    scorer.predict(keys[:1], feat)
+    assert feat.asked == [0]  # forgotten: featurised again

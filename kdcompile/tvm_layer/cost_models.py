@@ -3,11 +3,13 @@ trace ranker, and a timer that wraps either. Which one a run uses is chosen by n
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import tvm_ffi
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
@@ -61,17 +63,19 @@ def builtin(name: str):
 class TraceRankerCostModel(ms.cost_model.PyCostModel):
     """MetaSchedule's cost-model slot filled by a ranker of trace JSON (costmodel.online.MambaScorer, say): an
     object with predict(keys, featurise) -> scores, update(task, keys, featurise, seconds), save(path) and a
-    classmethod load(path). This class names each candidate by a key (its task and printed trace: the same key,
-    the same program) and hands the scorer a function that featurises the candidates it asks for: trace JSON,
-    and for a scorer that `wants_stores`, MetaSchedule's per-store feature rows (the ones XGBoost reads). The
-    scorer caches by key, so a candidate the evolutionary search proposes again costs a print of its trace."""
+    classmethod load(path). This class names each candidate by a key (a digest of its workload and printed
+    trace: the same key, the same program, even for one cost model used on several modules, as the picker is)
+    and hands the scorer a function that featurises the candidates it asks for: trace JSON, and for a scorer
+    that `wants_stores`, MetaSchedule's per-store feature rows (the ones XGBoost reads). The scorer caches by
+    key, so a candidate the evolutionary search proposes again costs a print of its trace."""
 
     def __init__(self, scorer):
         self.scorer = scorer
         self.extractor = ms.feature_extractor.PerStoreFeature()
 
     def _keyed(self, context, candidates) -> tuple[list[str], Callable]:
-        keys = [f"{context.task_name}\n{c.sch.trace}" for c in candidates]
+        workload = f"{tvm_ffi.structural_hash(context.mod):016x}"
+        keys = [workload + hashlib.blake2b(str(c.sch.trace).encode(), digest_size=16).hexdigest() for c in candidates]
 
         def featurise(indices: list[int]) -> tuple[list, list[np.ndarray] | None]:
             picked = [candidates[i] for i in indices]
@@ -81,6 +85,11 @@ class TraceRankerCostModel(ms.cost_model.PyCostModel):
             return traces, [f.numpy() for f in self.extractor.extract_from(context, picked)]
 
         return keys, featurise
+
+    def clear_cache(self) -> None:
+        """Forget cached features and scores (a timing of cold predictions needs this)."""
+        if hasattr(self.scorer, "clear_cache"):
+            self.scorer.clear_cache()
 
     def load(self, path: str) -> None:
         self.scorer = type(self.scorer).load(path)

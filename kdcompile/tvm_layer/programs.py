@@ -187,7 +187,8 @@ def per_store_features(workload_json: list, target_json: dict, traces: list[list
 def time_predict(workload_json: list, target_json: dict, traces: list[list], cost_models: dict,
                  repeats: int = 3) -> dict[str, float]:
     """Median seconds of each cost model's `predict(context, candidates)` on these programs, called as the
-    evolutionary search calls it: on scheduled candidates, features (per-store rows, trace JSON) extracted inside."""
+    evolutionary search calls it: on scheduled candidates, features (per-store rows, trace JSON) extracted inside.
+    Cold: a model that caches by program (the Mamba adapter) forgets before every call."""
     import time
 
     mod, target, args, schedules = schedules_from_traces(workload_json, target_json, traces)
@@ -197,6 +198,8 @@ def time_predict(workload_json: list, target_json: dict, traces: list[list], cos
     for name, model in cost_models.items():
         times = []
         for _ in range(repeats):
+            if hasattr(model, "clear_cache"):
+                model.clear_cache()
             start = time.perf_counter()
             model.predict(ctx, candidates)
             times.append(time.perf_counter() - start)
