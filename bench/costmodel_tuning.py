@@ -93,10 +93,23 @@ def run(mod, target, work: Path, model: str, seed: int, trials: int, population:
            "population": population, "tuning_seconds": wall,
            "costmodel_seconds": cost_model.seconds, "timeline": timeline,
            "featurised": getattr(scorer, "featurised", None), "online_rounds": getattr(scorer, "rounds", None),
+           "costmodel_breakdown": getattr(scorer, "seconds", None),
+           "instruction_cache": None if scorer is None else {"hits": inner.trace_json.hits,
+                                                             "misses": inner.trace_json.misses},
+           "commit": commit(),
            "peak_gflops": [peak_before, ort_peak_gflops()], "load_avg_1min": os.getloadavg()[0],
            "curve": records.tuning_curve(lowering.extract_tasks(mod, target), work)}
     done.write_text(json.dumps(out) + "\n")
     return out
+
+
+def commit() -> str:
+    import subprocess
+
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.strip()
+    return out.stdout.strip() + ("+changes" if dirty else "")
 
 
 def trials_to_reach(curve: list[float | None], latency: float) -> int | None:
@@ -133,7 +146,8 @@ def summarise(runs: list[dict]) -> dict:
         secs = [seconds_at(r, n) for r in runs if r["model"] == model]
         return {"trials": n, "seconds": None if n is None or None in secs else float(np.median(secs))}
 
-    out: dict = {"final_latency_ms": {m: None if v is None else v * 1e3 for m, v in final.items()}}
+    out: dict = {"final_latency_ms": {m: None if v is None else v * 1e3 for m, v in final.items()},
+                 "left_out_tasks": runs[0].get("left_out_tasks", [])}
     for base in ("xgb", "xgb-pretrained"):
         if base not in med or "mamba" not in med:
             continue
@@ -152,6 +166,20 @@ def summarise(runs: list[dict]) -> dict:
                          "seeds_ms": [[None if v is None else v * 1e3 for v in c] for c in curves[m]]}
                      for m in curves}
     return out
+
+
+def common_curves(runs: list[dict], mod, target, work: Path) -> list[dict]:
+    """The runs with their curves over the tasks every run of the network measured. A task no run could keep a
+    record of (a reduction whose rfactor traces do not replay in TVM 0.27) would leave every curve undefined;
+    summing the same tasks for every model keeps the comparison fair, and the left-out tasks are named."""
+    from kdcompile.tvm_layer import lowering, records
+
+    tasks = lowering.extract_tasks(mod, target)
+    dirs = [work / r["model"] / f"seed{r['seed']}" for r in runs]
+    common = set.intersection(*[records.measured_tasks(tasks, d) for d in dirs])
+    kept = [t for t in tasks if t.task_name in common]
+    left_out = sorted(t.task_name for t in tasks if t.task_name not in common)
+    return [{**r, "curve": records.tuning_curve(kept, d), "left_out_tasks": left_out} for r, d in zip(runs, dirs)]
 
 
 def geomean(values: list[float | None]) -> float | None:
@@ -215,6 +243,8 @@ def main() -> None:
         return
     from costmodel import zoo
 
+    from kdcompile.tvm_layer import lowering
+
     for net in args.networks:
         if net not in zoo.TEST_NETWORKS:
             raise SystemExit(f"{net} is not a held-out network ({', '.join(zoo.TEST_NETWORKS)}).")
@@ -229,7 +259,11 @@ def main() -> None:
                 print(f"{net}@b{args.batch} {model} seed {seed}", flush=True)
                 runs[net].append(run(mod, target, work / model / f"seed{seed}", model, seed, args.trials,
                                      args.population))
-    nets = {f"{net}@b{args.batch}": summarise(r) for net, r in runs.items()}
+    nets = {}
+    for net, r in runs.items():
+        work, mod, target = lowered[net]
+        nets[f"{net}@b{args.batch}"] = {**summarise(common_curves(r, mod, target, work)), "tasks": len(
+            lowering.extract_tasks(mod, target))}
     setup = {"trials": args.trials, "population": args.population, "seeds": args.seeds, "models": args.models,
              "threads": THREADS, "date": time.strftime("%Y-%m-%d")}
     cm_share = [r["costmodel_seconds"] / r["tuning_seconds"] for rs in runs.values() for r in rs

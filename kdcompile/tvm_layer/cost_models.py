@@ -14,7 +14,7 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from kdcompile.measured import mean_seconds
-from kdcompile.tvm_layer.plain import trace_json
+from kdcompile.tvm_layer.plain import TraceJSON
 
 
 def untrained_xgb(num_cores: int | None = None) -> ms.cost_model.XGBModel:
@@ -72,6 +72,7 @@ class TraceRankerCostModel(ms.cost_model.PyCostModel):
     def __init__(self, scorer):
         self.scorer = scorer
         self.extractor = ms.feature_extractor.PerStoreFeature()
+        self.trace_json = TraceJSON()
 
     def _keyed(self, context, candidates) -> tuple[list[str], Callable]:
         workload = f"{tvm_ffi.structural_hash(context.mod):016x}"
@@ -79,7 +80,7 @@ class TraceRankerCostModel(ms.cost_model.PyCostModel):
 
         def featurise(indices: list[int]) -> tuple[list, list[np.ndarray] | None]:
             picked = [candidates[i] for i in indices]
-            traces = [trace_json(c.sch.trace) for c in picked]
+            traces = [self.trace_json(c.sch.trace) for c in picked]
             if not getattr(self.scorer, "wants_stores", False):
                 return traces, None
             return traces, [f.numpy() for f in self.extractor.extract_from(context, picked)]

@@ -30,6 +30,31 @@ def trace_json(trace) -> list:
     return _plain_fast(_TRACE_AS_JSON(trace, False))
 
 
+class TraceJSON:
+    """`trace_json` with the instructions half cached. The candidates of one design space mostly share their
+    instructions and differ in their decisions (a mutated tile size, unroll depth, compute location), and
+    converting the instructions is nine tenths of the work: ~1.0 ms of the ~1.2 ms a trace takes here, against
+    0.05 ms to hash them in TVM (one-off timings on 39 MobileNet-V2 programs). Instructions are cached by their
+    structural hash (64-bit); the lists returned share them, so callers must not modify what they get."""
+
+    def __init__(self, limit: int = 20_000):
+        self.limit, self.hits, self.misses = limit, 0, 0
+        self._insts: dict[int, list] = {}
+
+    def __call__(self, trace) -> list:
+        insts, decisions = _TRACE_AS_JSON(trace, False)
+        key = tvm_ffi.structural_hash(insts)
+        got = self._insts.get(key)
+        if got is None:
+            if len(self._insts) >= self.limit:
+                self._insts.clear()
+            got = self._insts[key] = _plain_fast(insts)
+            self.misses += 1
+        else:
+            self.hits += 1
+        return [got, _plain_fast(decisions)]
+
+
 _TRACE_AS_JSON = tvm.get_global_func("s_tir.schedule.TraceAsJSON")
 _AS_IS = (str, int, float, bool, type(None))
 

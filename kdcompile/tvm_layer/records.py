@@ -185,6 +185,18 @@ def measure_callbacks(extra: list | None = None) -> list:
     return [AddReplayableToDatabase()] + stock + list(extra or [])
 
 
+def measured_tasks(tasks: list, work_dir: Path) -> set[str]:
+    """Names of the `tasks` (extracted tasks) with at least one successful measurement in `work_dir`'s database.
+    A task can have none after a whole run: TVM 0.27's rfactor traces of some reductions do not replay, and the
+    database keeps no record that does not (AddReplayableToDatabase)."""
+    names = {tvm_ffi.structural_hash(t.dispatched[0]): t.task_name for t in tasks}
+    work_dir = Path(work_dir)
+    workload_name = [names.get(tvm_ffi.structural_hash(ms.database.Workload.from_json(json.loads(line)).mod))
+                     for line in _lines(work_dir / WORKLOADS)]
+    return {workload_name[i] for i, r in (json.loads(line) for line in _lines(work_dir / RECORDS))
+            if workload_name[i] is not None and mean_seconds(r[1]) is not None}
+
+
 def tuning_curve(tasks: list, work_dir: Path) -> list[float | None]:
     """After each trial of `work_dir`'s database, in measurement order: the network's latency as MetaSchedule's
     task scheduler estimates it, the sum over `tasks` (extracted tasks) of occurrences x best seconds measured so
