@@ -182,6 +182,20 @@ def common_curves(runs: list[dict], mod, target, work: Path) -> list[dict]:
     return [{**r, "curve": records.tuning_curve(kept, d), "left_out_tasks": left_out} for r, d in zip(runs, dirs)]
 
 
+def roof(net: str, batch: int, summary: dict) -> dict:
+    """The network's FLOPs, the latency the measured matmul peak allows (FLOPs / peak), and each model's final
+    latency as a share of it (1.0 = at the machine's practical limit)."""
+    from costmodel import zoo
+    from kdcompile.student import flops_and_params
+
+    module, shape = zoo.build(net)
+    flops, _ = flops_and_params(module, torch.zeros((batch, *shape[1:])))
+    peak = float(np.median(summary["peak_gflops"]))
+    roof_ms = flops / (peak * 1e9) * 1e3
+    return {"flops": flops, "peak_gflops_median": peak, "roof_ms": roof_ms,
+            "final_share_of_roof": {m: None if v is None else roof_ms / v for m, v in summary["final_latency_ms"].items()}}
+
+
 def geomean(values: list[float | None]) -> float | None:
     """Geometric mean of the defined values; None if any is undefined (a model that never reached the latency)."""
     if not values or any(v is None for v in values):
@@ -262,8 +276,9 @@ def main() -> None:
     nets = {}
     for net, r in runs.items():
         work, mod, target = lowered[net]
-        nets[f"{net}@b{args.batch}"] = {**summarise(common_curves(r, mod, target, work)), "tasks": len(
-            lowering.extract_tasks(mod, target))}
+        summary = summarise(common_curves(r, mod, target, work))
+        nets[f"{net}@b{args.batch}"] = {**summary, "tasks": len(lowering.extract_tasks(mod, target)),
+                                        **roof(net, args.batch, summary)}
     setup = {"trials": args.trials, "population": args.population, "seeds": args.seeds, "models": args.models,
              "threads": THREADS, "date": time.strftime("%Y-%m-%d")}
     cm_share = [r["costmodel_seconds"] / r["tuning_seconds"] for rs in runs.values() for r in rs

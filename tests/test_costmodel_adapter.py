@@ -12,7 +12,7 @@ from costmodel.online import MambaScorer
 from costmodel.tokenize import tokenize
 from kdcompile.tvm_layer.cost_models import TimedCostModel, TraceRankerCostModel
 from kdcompile.tvm_layer.lowering import extract_tasks, import_onnx, lower
-from kdcompile.tvm_layer.plain import plain_json, trace_json
+from kdcompile.tvm_layer.plain import TraceJSON, plain_json, trace_json
 from kdcompile.tvm_layer.records import load_database, measured_tasks, tuning_curve
 from kdcompile.tvm_layer.search import tune
 from kdcompile.tvm_layer.target import host_target
@@ -56,8 +56,11 @@ def test_mamba_cost_model_tunes_a_matmul_and_round_trips(tmp_path, store_feature
     assert timed.seconds > 0
 
     # the fast trace conversion the adapter uses equals TVM's own, on every program of the run
+    cached = TraceJSON()
     for record in load_database(tmp_path / "work").get_all_tuning_records():
-        assert trace_json(record.trace) == plain_json(record.trace.as_json())
+        assert trace_json(record.trace) == plain_json(record.trace.as_json()) == cached(record.trace)
+        assert cached(record.trace) == trace_json(record.trace)  # again, from the instruction cache
+    assert cached.hits > 0
 
     # the benchmark's curve: one point per trial, defined once every task has a measurement, never rising
     curve = tuning_curve(extract_tasks(mod, target), tmp_path / "work")

@@ -1,0 +1,94 @@
+"""MetaSchedule's LocalBuilder (a fresh pool of worker processes every batch) against kdcompile's PooledBuilder
+(workers kept for `restart_every` batches): seconds to build the same batches of programs (issue #25).
+
+    python -m bench.builder_pool [--batches 6] [--batch 8]
+
+Programs: the first measured programs of the dataset's largest tasks (MobileNet-V2 and BERT-base, held-out
+networks), replayed from their traces for this machine (2 threads, the host target). Each builder builds the
+same batches in the same order; the first batch of each is reported apart (the pooled builder starts its
+workers there too). Also checks that both builders succeed on the same programs. Writes
+bench/results/transfer/builder_pool.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from costmodel.dataset import ProgramDataset
+from kdcompile.files import write_json
+from kdcompile.machine import machine_info
+
+OUT = Path(__file__).resolve().parent / "results" / "transfer"
+DATA = Path("datasets/cpu-znver4-2c")
+NETWORKS = ("mobilenet_v2@b1", "bert_base@b1")
+
+
+def programs(data: Path, count: int) -> list[tuple[list, list]]:
+    """(workload JSON, trace) pairs: `count` programs, a few from each of the networks' largest tasks."""
+    ds = ProgramDataset(data)
+    nets = json.loads((ds.root / "networks.json").read_text())
+    hashes = [h for n in NETWORKS for h in nets[n]["tasks"]] if all(n in nets for n in NETWORKS) else ds.task_hashes()
+    hashes = sorted(dict.fromkeys(hashes), key=lambda h: -ds.task(h).path.stat().st_size)
+    out: list[tuple[list, list]] = []
+    for h in hashes:
+        task = ds.task(h)
+        header = task.header()
+        out += [(header["workload"], r["trace"]) for r, _ in zip(task.records(), range(4))]
+        if len(out) >= count:
+            return out[:count]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--batches", type=int, default=6)
+    ap.add_argument("--batch", type=int, default=8)
+    args = ap.parse_args()
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    from kdcompile.tvm_layer.measure import PooledBuilder
+    from kdcompile.tvm_layer.programs import schedules_from_traces
+    from kdcompile.tvm_layer.target import host_target
+
+    target = host_target(2)
+    mods = []
+    for workload, trace in programs(args.data, args.batches * args.batch):
+        _, _, _, schedules = schedules_from_traces(workload, json.loads(json.dumps(target.export())), [trace],
+                                                   strict=False)
+        if schedules[0] is not None:
+            mods.append(schedules[0].mod)
+    batches = [mods[i:i + args.batch] for i in range(0, len(mods), args.batch)]
+    builders = {"LocalBuilder": lambda: ms.builder.LocalBuilder(), "PooledBuilder": lambda: PooledBuilder()}
+    result = {}
+    for name, make in builders.items():
+        b = make()
+        seconds, ok = [], []
+        for batch in batches:
+            start = time.perf_counter()
+            built = b.build([ms.builder.BuilderInput(m, target) for m in batch])
+            seconds.append(time.perf_counter() - start)
+            ok += [r.error_msg is None for r in built]
+        result[name] = {"first_batch_s": seconds[0], "later_batches_s": seconds[1:],
+                        "later_mean_s": float(np.mean(seconds[1:])) if len(seconds) > 1 else None, "built": ok}
+        print(name, json.dumps({k: v for k, v in result[name].items() if k != "built"}))
+    same = result["LocalBuilder"]["built"] == result["PooledBuilder"]["built"]
+    write_json(OUT / "builder_pool.json", {
+        "programs": len(mods), "batch": args.batch, "batches": len(batches),
+        "builders": {k: {kk: vv for kk, vv in v.items() if kk != "built"} | {"built_ok": int(sum(v["built"]))}
+                     for k, v in result.items()},
+        "same_programs_built": same,
+        "later_batch_speedup": result["LocalBuilder"]["later_mean_s"] / result["PooledBuilder"]["later_mean_s"],
+        "setup": {"command": f"python -m bench.builder_pool --batches {args.batches} --batch {args.batch}",
+                  "date": datetime.date.today().isoformat(), "machine": machine_info(2), "tvm": tvm.__version__}})
+
+
+if __name__ == "__main__":
+    main()
