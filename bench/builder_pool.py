@@ -51,10 +51,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=6)
     ap.add_argument("--batch", type=int, default=8)
     args = ap.parse_args()
-    import tvm
-    from tvm.s_tir import meta_schedule as ms
-
-    from kdcompile.tvm_layer.measure import PooledBuilder
+    from kdcompile.tvm_layer.measure import PooledBuilder, build_batch, stock_builder
     from kdcompile.tvm_layer.programs import schedules_from_traces
     from kdcompile.tvm_layer.target import host_target
 
@@ -66,16 +63,15 @@ def main() -> None:
         if schedules[0] is not None:
             mods.append(schedules[0].mod)
     batches = [mods[i:i + args.batch] for i in range(0, len(mods), args.batch)]
-    builders = {"LocalBuilder": lambda: ms.builder.LocalBuilder(), "PooledBuilder": lambda: PooledBuilder()}
+    builders = {"LocalBuilder": stock_builder, "PooledBuilder": PooledBuilder}
     result = {}
     for name, make in builders.items():
         b = make()
         seconds, ok = [], []
         for batch in batches:
             start = time.perf_counter()
-            built = b.build([ms.builder.BuilderInput(m, target) for m in batch])
+            ok += build_batch(b, batch, target)
             seconds.append(time.perf_counter() - start)
-            ok += [r.error_msg is None for r in built]
         result[name] = {"first_batch_s": seconds[0], "later_batches_s": seconds[1:],
                         "later_mean_s": float(np.mean(seconds[1:])) if len(seconds) > 1 else None, "built": ok}
         print(name, json.dumps({k: v for k, v in result[name].items() if k != "built"}))
@@ -87,7 +83,7 @@ def main() -> None:
         "same_programs_built": same,
         "later_batch_speedup": result["LocalBuilder"]["later_mean_s"] / result["PooledBuilder"]["later_mean_s"],
         "setup": {"command": f"python -m bench.builder_pool --batches {args.batches} --batch {args.batch}",
-                  "date": datetime.date.today().isoformat(), "machine": machine_info(2), "tvm": tvm.__version__}})
+                  "date": datetime.date.today().isoformat(), "machine": machine_info(2)}})
 
 
 if __name__ == "__main__":

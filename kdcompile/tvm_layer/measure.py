@@ -172,6 +172,22 @@ def builder() -> PooledBuilder:
     return PooledBuilder()
 
 
+def stock_builder():
+    """MetaSchedule's own LocalBuilder (a fresh pool per batch): what PooledBuilder is compared with."""
+    return ms.builder.LocalBuilder()
+
+
+def build_batch(build_with, mods: list, target: tvm.target.Target) -> list[bool]:
+    """Build one batch of scheduled modules with `build_with`; whether each built. The libraries are deleted."""
+    import shutil
+
+    built = build_with.build([ms.builder.BuilderInput(m, target) for m in mods])
+    for b in built:
+        if b.artifact_path:
+            shutil.rmtree(os.path.dirname(b.artifact_path), ignore_errors=True)
+    return [b.error_msg is None for b in built]
+
+
 def evaluator(repeats: int | None = None, min_repeat_ms: int | None = None) -> ms.runner.EvaluatorConfig:
     """How each program is timed: MetaSchedule's defaults, or `repeats` timed repeats of at least `min_repeat_ms`
     each (what the dataset keeps)."""
