@@ -1,7 +1,7 @@
 """Online tuning of a held-out network with each cost model: best latency against trials, seeds, time in the model.
 
-    python -m bench.costmodel_tuning                       # bert_base@b1, 150 trials, 3 seeds, 4 cost models
-    python -m bench.costmodel_tuning --trials 60 --seeds 0
+    python -m bench.costmodel_tuning                  # MobileNet-V2 and BERT-base @b1, 500 trials, 3 seeds, 3 models
+    python -m bench.costmodel_tuning --seeds 0 --population 256     # another population: tuning_pop256.json
 
 Every run tunes the whole network (all its tasks, MetaSchedule's gradient task scheduler, kdcompile's space and
 lowering) with the same trial budget, evolutionary population and seed; only the cost model differs:
@@ -14,6 +14,8 @@ Latency after n trials is what MetaSchedule's task scheduler optimises: sum over
 time measured so far (tvm_layer.records.tuning_curve), defined once every task has a measurement.
 Time to a latency is the run's wall-clock seconds when the trial that reached it was measured (each run records
 its trial count and elapsed seconds after every batch).
+The population is TVM 0.27's EvolutionarySearch default, 512, unless --population says otherwise; runs are kept
+per population (work/<net>/pop<P>/<model>/seed<k>) and another population writes tuning_pop<P>.json/png.
 The benchmark resumes run by run (under --out/work): a finished run is read back, not redone; an unfinished one
 starts again from nothing, since a cost model's online state cannot be resumed. Seeds are outermost, so a stopped
 benchmark has every network and model at the same seeds. The machine's matmul reference (onnxruntime, 1024^3) is
@@ -38,6 +40,7 @@ OUT = ROOT / "bench" / "results" / "costmodel"
 MODELS = ("mamba", "xgb", "xgb-pretrained")
 NETWORKS = ("mobilenet_v2", "bert_base")
 THREADS = 2
+POPULATION = 512  # TVM 0.27's EvolutionarySearch(population_size=512) default, what `kdcompile tune` runs
 
 
 def network_module(name: str, batch: int, work: Path):
@@ -226,8 +229,8 @@ def title(setup: dict, network: str) -> str:
             f"{setup['trials']} trials")
 
 
-def plot_all(report: dict, out: Path) -> None:
-    """tuning.png: one panel per network."""
+def plot_all(report: dict, out: Path, name: str = "tuning") -> None:
+    """<name>.png: one panel per network."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -238,7 +241,7 @@ def plot_all(report: dict, out: Path) -> None:
     for ax, (net, summary) in zip(axes[0], nets.items()):
         plot(summary, ax, title(report["setup"], net))
     fig.tight_layout()
-    fig.savefig(out / "tuning.png", dpi=110)
+    fig.savefig(out / f"{name}.png", dpi=110)
 
 
 def main() -> None:
@@ -246,14 +249,16 @@ def main() -> None:
     ap.add_argument("--networks", nargs="+", default=list(NETWORKS))
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--trials", type=int, default=500)
-    ap.add_argument("--population", type=int, default=256)
+    ap.add_argument("--population", type=int, default=POPULATION,
+                    help=f"evolutionary search population per round (default {POPULATION}, TVM's)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--plot-only", action="store_true", help="Redraw tuning.png from tuning.json.")
     args = ap.parse_args()
+    name = "tuning" if args.population == POPULATION else f"tuning_pop{args.population}"
     if args.plot_only:
-        plot_all(json.loads((args.out / "tuning.json").read_text()), args.out)
+        plot_all(json.loads((args.out / f"{name}.json").read_text()), args.out, name)
         return
     from costmodel import zoo
 
@@ -271,12 +276,12 @@ def main() -> None:
         for net, (work, mod, target) in lowered.items():
             for model in args.models:
                 print(f"{net}@b{args.batch} {model} seed {seed}", flush=True)
-                runs[net].append(run(mod, target, work / model / f"seed{seed}", model, seed, args.trials,
-                                     args.population))
+                runs[net].append(run(mod, target, work / f"pop{args.population}" / model / f"seed{seed}", model,
+                                     seed, args.trials, args.population))
     nets = {}
     for net, r in runs.items():
         work, mod, target = lowered[net]
-        summary = summarise(common_curves(r, mod, target, work))
+        summary = summarise(common_curves(r, mod, target, work / f"pop{args.population}"))
         nets[f"{net}@b{args.batch}"] = {**summary, "tasks": len(lowering.extract_tasks(mod, target)),
                                         **roof(net, args.batch, summary)}
     setup = {"trials": args.trials, "population": args.population, "seeds": args.seeds, "models": args.models,
@@ -290,8 +295,8 @@ def main() -> None:
               "costmodel_time_share": float(np.mean(cm_share)) if cm_share else None,
               "setup": setup}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "tuning.json").write_text(json.dumps(report, indent=1) + "\n")
-    plot_all(report, args.out)
+    (args.out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+    plot_all(report, args.out, name)
     print(json.dumps({k: v for k, v in report.items() if k != "networks"}, indent=1))
     for net, n in nets.items():
         print(net, json.dumps({k: v for k, v in n.items() if k != "curves"}))

@@ -28,13 +28,13 @@ import numpy as np
 import torch
 
 from kdcompile.machine import machine_info
-from kdcompile.timing import TimingConfig, measure
+from kdcompile.timing import TimingConfig, in_rounds, measure, versus
 
 OUT = Path(__file__).resolve().parent / "results" / "e2e"
 TRIALS = {"student": 1000, "encoder": 1000, "mobilenet": 1000}  # the issue's cap is 1,000 per model
 THREADS = 2
 PICKERS = ("xgb", "mamba", "random")  # zero-trial pickers (kdcompile.plugins PICKERS), kdcompile's default first
-POPULATION = 512  # evolutionary search population per round: TVM's 2,048 made MobileNet's 66 rounds take ~45 min
+POPULATION = 512  # evolutionary search population per round: TVM 0.27's default (EvolutionarySearch)
 
 
 def demo_student() -> tuple[torch.nn.Module, tuple[int, ...]]:
@@ -188,23 +188,43 @@ def measure_all(spec: str, timing: TimingConfig, rounds: int = 15) -> dict:
 
     calls = {"torch": torch_call, "ort": lambda: sess.run(None, feed), "tvm": tuned.prepared(x)} | {
         f"tvm_untuned_{p}": m.prepared(x) for p, m in untuned.items()}
-    p50 = {k: [] for k in calls}
-    for _ in range(rounds):
-        for k, fn in calls.items():
-            p50[k].append(measure(fn, timing)["p50"])
+    p50 = in_rounds(calls, timing, rounds)
     out = {f"{k}_ms": float(np.median(v)) for k, v in p50.items()}
     out["rounds_ms"] = p50
-    out["tvm_vs_ort_paired"] = float(np.median(np.array(p50["tvm"]) / np.array(p50["ort"])))
+    out["tvm_vs_ort_paired"] = versus(p50, "ort")["tvm"]["paired"]
     out["max_abs_vs_ort"] = {"tuned": float(np.abs(tuned(x) - reference).max())} | {
         f"untuned_{p}": float(np.abs(m(x) - reference).max()) for p, m in untuned.items()}
     return out
+
+
+def measured_stdout(cmd: list[str]) -> str:
+    """The stdout of a fresh measuring process (`--measure`); its stderr shown if it fails."""
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        sys.stderr.write(r.stderr)
+        raise SystemExit(f"the measuring process failed ({r.returncode}): {' '.join(cmd)}")
+    return r.stdout
+
+
+def builds_vs_ort(sess, feed: dict, builds: dict, x: np.ndarray, timing: TimingConfig, rounds: int) -> dict:
+    """onnxruntime (`sess` on `feed`) and each TVM build (name -> CompiledModel, on `x`) timed in `rounds` rounds
+    taking turns (`kdcompile.timing.in_rounds`); per build, TVM / onnxruntime as a ratio of medians and paired
+    within rounds, and its max abs error against onnxruntime."""
+    reference = sess.run(None, feed)[0]
+    calls = {"ort": lambda: sess.run(None, feed)} | {k: m.prepared(x) for k, m in builds.items()}
+    p50 = in_rounds(calls, timing, rounds)
+    vs = versus(p50, "ort")
+    return {"ort_ms": float(np.median(p50["ort"])), "tvm_ms": {k: vs[k]["ms"] for k in builds},
+            "vs_ort": {k: vs[k]["ratio"] for k in builds}, "vs_ort_paired": {k: vs[k]["paired"] for k in builds},
+            "max_abs_vs_ort": {k: float(np.abs(m(x) - reference).max()) for k, m in builds.items()},
+            "rounds_ms": p50}
 
 
 def bench_model(spec: str, trials: int, peak: float, cost_model: str, quick: bool, tuning: bool) -> dict:
     info = prepare(spec, trials, cost_model, tuning)
     # Timed in a fresh process: right after tuning, this one measured TVM 40% slower than it runs.
     cmd = [sys.executable, "-m", "bench.e2e", "--measure", spec] + (["--quick"] if quick else [])
-    line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    line = measured_stdout(cmd).strip().splitlines()[-1]
     times = json.loads(line)
     return {"ort_ms": times["ort_ms"], "tvm_ms": times["tvm_ms"], "torch_ms": times["torch_ms"],
             "trials": info["trials"], "tvm_untuned_ms": times[f"tvm_untuned_{PICKERS[0]}_ms"],

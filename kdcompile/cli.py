@@ -75,6 +75,9 @@ TargetOpt = typer.Option(None, "--target", help="The CPU to compile for, as a TV
                          'e.g. \'{"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 1}\' (AVX2, one core).')
 RpcOpt = typer.Option(None, "--rpc", help="tracker_host:port:key: time the candidates on every RPC server registered "
                       "under that key (`kdcompile rpc-farm` starts a local farm, a server per core).")
+PopulationOpt = typer.Option(None, "--population", min=8, help="Programs the evolutionary search evolves per round, from "
+                             "which it picks the ones to measure (default: TVM's 512). Smaller rounds are "
+                             "cheaper and explore less (bench/results/demo/).")
 ModelsOpt = typer.Option(None, "--models", help="Which models to tune: student, teacher or both (default: every "
                          "model of the run; a run made for an ONNX file has one, named model).")
 AugmentOpt = typer.Option(None, "--augment-pixels", help="Shift image inputs randomly by up to this many pixels "
@@ -281,7 +284,8 @@ def tune(ctx: typer.Context,
          run_dir: Path = typer.Argument(..., metavar="RUN_DIR|MODEL.onnx",
                                         help=_SOURCE_HELP.format(by="export", what="tuned")),
          trials: int = TrialsOpt, cost_model: str = CostOpt, defaults: str = DefaultsOpt, layout: str = LayoutOpt,
-         models: Optional[str] = ModelsOpt, threads: int = ThreadsOpt, out: Optional[Path] = OnnxOutOpt,
+         population: Optional[int] = PopulationOpt, models: Optional[str] = ModelsOpt, threads: int = ThreadsOpt,
+         out: Optional[Path] = OnnxOutOpt,
          input_shape: Optional[str] = OnnxShapeOpt, target: Optional[str] = TargetOpt, rpc: Optional[str] = RpcOpt,
          config: Optional[Path] = ConfigOpt) -> None:
     """Stage 3: import into TVM Relax, tune with MetaSchedule for this CPU, compile, check against onnxruntime.
@@ -314,7 +318,8 @@ def distill_and_tune(ctx: typer.Context, model: Path = typer.Argument(..., help=
                      augment_pixels: Optional[float] = AugmentOpt, min_kept: float = MinKeptOpt,
                      seq_len: Optional[int] = SeqLenOpt, on_policy: Optional[float] = OnPolicyOpt,
                      trials: int = TrialsOpt, cost_model: str = CostOpt, defaults: str = DefaultsOpt,
-                     layout: str = LayoutOpt, models: Optional[str] = ModelsOpt, threads: int = ThreadsOpt,
+                     layout: str = LayoutOpt, population: Optional[int] = PopulationOpt,
+                     models: Optional[str] = ModelsOpt, threads: int = ThreadsOpt,
                      target: Optional[str] = TargetOpt, rpc: Optional[str] = RpcOpt,
                      force: bool = ForceOpt, config: Optional[Path] = ConfigOpt) -> None:
     """The main job: distill, export, tune and bench in one run folder. Rerunning resumes (student and tuning

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from kdcompile import parallel
@@ -23,10 +24,14 @@ def distill_and_tune(spec: TeacherSpec, run_dir: Path, distill_cfg: DistillConfi
         ("tune", lambda: tune(run_dir, tune_cfg)),
     ], start=1):
         console.rule(f"[bold]{i}/4 {stage}")
+        start = time.perf_counter()
         run()
+        console.print(f"{stage}: {time.perf_counter() - start:.0f} s")  # where a long run's time went
         if not parallel.is_main():  # torchrun: the other ranks only help distil
             return {}
     console.rule("[bold]4/4 bench")
+    start = time.perf_counter()
     report = bench(run_dir, bench_cfg or BenchConfig())
+    console.print(f"bench: {time.perf_counter() - start:.0f} s")
     console.print(f"run folder: {run_dir} (report.md, report.json)")
     return report

@@ -42,3 +42,22 @@ def summarize(ms: np.ndarray) -> dict:
     ms = np.asarray(ms, dtype=np.float64)
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
     return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(ms.mean()), "calls": len(ms)}
+
+
+def in_rounds(calls: dict[str, Callable[[], object]], cfg: TimingConfig, rounds: int) -> dict[str, list[float]]:
+    """Each call's p50 (ms) in each of `rounds` rounds that take turns over the calls. This VM drifts between
+    fast and slow phases that last seconds to minutes: taking turns spreads every call over the phases, and a
+    ratio within one round compares like with like (`versus`)."""
+    p50: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            p50[name].append(measure(fn, cfg)["p50"])
+    return p50
+
+
+def versus(p50: dict[str, list[float]], base: str) -> dict[str, dict[str, float]]:
+    """Each call against `base`, from `in_rounds`' figures: "ms" (median of its round medians), "ratio" (that
+    over base's) and "paired" (the median over rounds of the ratio within the round)."""
+    ref = np.asarray(p50[base])
+    return {name: {"ms": float(np.median(v)), "ratio": float(np.median(v) / np.median(ref)),
+                   "paired": float(np.median(np.asarray(v) / ref))} for name, v in p50.items() if name != base}

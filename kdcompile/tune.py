@@ -45,6 +45,7 @@ class TuneConfig:
     layout: str = AUTO  # convolutions' activation layout: "nchw" (as exported), "nhwc" or auto
     target: str | None = None  # a CPU target (tvm_layer.target.parse_target); None: this CPU by name
     rpc: str | None = None  # "tracker_host:port:key": time the candidates on the RPC servers under that key
+    population: int | None = None  # evolutionary search population per round; None: TVM's default, 512
 
 
 def check_config(cfg: TuneConfig) -> None:
@@ -54,6 +55,8 @@ def check_config(cfg: TuneConfig) -> None:
                       f"{', '.join(plugins.names(plugins.COST_MODELS))}.")
     if cfg.trials < 0:
         raise KdError("--trials must be 0 or more.")
+    if cfg.population is not None and cfg.population < 8:
+        raise KdError(f"--population must be at least 8 (TVM's default is 512), not {cfg.population}.")
     if cfg.defaults not in plugins.names(plugins.PICKERS):
         raise KdError(f"Unknown default-schedule picker '{cfg.defaults}': choose one of "
                       f"{', '.join(plugins.names(plugins.PICKERS))}.")
@@ -148,7 +151,7 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig(), *, out: Path | None = None,
             dropped: list[int] = []
             ran = search.tune(mod, target, work_dir, cfg.trials, plugins.make(plugins.COST_MODELS, cfg.cost_model),
                               cfg.seed, on_batch=lambda n, task=task: bar.update(task, advance=n),
-                              defaults_dir=defaults_dir, dropped=dropped, rpc=cfg.rpc)
+                              defaults_dir=defaults_dir, dropped=dropped, rpc=cfg.rpc, population=cfg.population)
         if sum(dropped):
             console.print(f"[yellow]{name}: {sum(dropped)} measured programs were not kept: their traces do not "
                           "replay from the database (a TVM 0.27 quirk of some rfactor schedules).[/]")

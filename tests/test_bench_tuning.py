@@ -41,3 +41,18 @@ def test_seconds_at_reads_the_first_batch_that_holds_the_trial():
     assert [seconds_at(run, n) for n in (1, 3, 4, 9, 10, None)] == [10.0, 10.0, 25.0, 31.0, None, None]
     assert trials_to_reach([None, 3.0, 2.0], 2.0) == 3 and trials_to_reach([None, 3.0], 2.0) is None
     assert math.isclose(geomean([1.0]), 1.0)
+
+
+def test_zero_trial_picker_summary_takes_the_geometric_mean_and_never_picks_random():
+    from bench.costmodel_pickers import summary
+
+    networks = {"a": {"vs_ort": {"xgb": 2.0, "mamba": 1.0, "random": 0.5}},
+                "b": {"vs_ort": {"xgb": 2.0, "mamba": 4.0, "random": 0.5}}}
+    out = summary(networks, ["xgb", "mamba", "random"])
+    assert out["geomean_vs_ort"]["xgb"] == pytest.approx(2.0)
+    assert out["geomean_vs_ort"]["mamba"] == pytest.approx(2.0)
+    assert out["geomean_vs_ort"]["random"] == pytest.approx(0.5)  # lowest, but chance is not a default
+    networks["b"]["vs_ort"]["mamba"] = 3.0
+    assert summary(networks, ["xgb", "mamba", "random"])["best_learned_picker"] == "mamba"
+    del networks["b"]["vs_ort"]["mamba"]  # a network without the picker makes its mean undefined
+    assert summary(networks, ["xgb", "mamba", "random"])["geomean_vs_ort"]["mamba"] is None

@@ -38,3 +38,22 @@ def test_cli_passes_the_config_file_through(tmp_path):
     r = subprocess.run([sys.executable, "-m", "kdcompile.cli", "distill", "missing.pt", "--config", str(path)],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "Unknown option(s) ['lossy']" in r.stderr
+
+
+def test_population_reaches_tune_and_a_tiny_one_is_refused(monkeypatch):
+    from typer.testing import CliRunner
+
+    from kdcompile import cli, tune
+    from kdcompile.tune import check_config
+
+    with pytest.raises(KdError, match="--population must be at least 8"):
+        check_config(TuneConfig(population=4))
+    seen = {}
+    monkeypatch.setattr(tune, "tune", lambda run_dir, cfg, **_: seen.update(cfg=cfg))
+    r = CliRunner().invoke(cli.app, ["tune", "runs/x", "--population", "256"])
+    assert r.exit_code == 0, r.output
+    assert seen["cfg"].population == 256
+    assert CliRunner().invoke(cli.app, ["tune", "runs/x"]).exit_code == 0
+    assert seen["cfg"].population is None  # TVM's default
+    r = CliRunner().invoke(cli.app, ["distill-and-tune", "t.pt", "--population", "4"])
+    assert r.exit_code == 2 and "--population" in r.output  # a usage error, before distill would start

@@ -36,7 +36,7 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path, num_trial
     would otherwise spend a warm-up batch of the same size on every task, however small (the demo student has
     six: a reshape, the classifier, two poolings, a mean, the 1-channel convolution). The tasks searched are
     written to `work_dir`/searched.json.
-    `population`: the evolutionary search's population per round (TVM's default, 2,048, when None); the search
+    `population`: the evolutionary search's population per round (TVM 0.27's default, 512, when None); the search
     costs about proportionally to it. `dropped`, when given, gets the count of measured candidates the database
     could not keep (traces that do not replay, `records.AddReplayableToDatabase`) appended. Returns the number of
     trials run by this call.
