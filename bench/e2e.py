@@ -33,7 +33,7 @@ from kdcompile.timing import TimingConfig, in_rounds, measure, versus
 OUT = Path(__file__).resolve().parent / "results" / "e2e"
 TRIALS = {"student": 1000, "encoder": 1000, "mobilenet": 1000}  # the issue's cap is 1,000 per model
 THREADS = 2
-PICKERS = ("xgb", "mamba", "random")  # zero-trial pickers (kdcompile.plugins PICKERS), kdcompile's default first
+PICKERS = ("mamba", "xgb", "random")  # zero-trial pickers (kdcompile.plugins PICKERS), kdcompile's default first
 POPULATION = 512  # evolutionary search population per round: TVM 0.27's default (EvolutionarySearch)
 
 

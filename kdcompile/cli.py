@@ -62,11 +62,11 @@ CostOpt = typer.Option("xgb", "--cost-model", help="Cost model guiding the searc
                        "dataset), mamba (our Mamba ranker, pretrained on the dataset, fine-tuned online), "
                        "mamba-small (its distilled 1-layer student) or random. Offline comparison: "
                        "bench/results/costmodel/offline.json.")
-DefaultsOpt = typer.Option("xgb", "--defaults", help="How tasks that get no measured trial are scheduled "
+DefaultsOpt = typer.Option("mamba", "--defaults", help="How tasks that get no measured trial are scheduled "
                            "(all of them with --trials 0), with no measurement: the program a cost model predicts "
-                           "best. xgb (TVM's XGBoost trained on the shipped dataset), mamba (the shipped Mamba "
-                           "ranker) or random (a random program of the space). Zero-trial latency of each: "
-                           "bench/results/e2e/README.md.")
+                           "best. mamba (the shipped Mamba ranker), xgb (TVM's XGBoost trained on the same "
+                           "dataset) or random (a random program of the space). Zero-trial latency of each: "
+                           "bench/results/costmodel/README.md.")
 LayoutOpt = typer.Option("auto", "--layout", help="Activation layout of convolutions when tuning: nchw (as exported), "
                           "nhwc (channels-last; ReLU6 and other elementwise ops follow) or auto: build both with "
                           "default schedules, time them, tune the faster (a resumed run keeps its layout). Which is "
