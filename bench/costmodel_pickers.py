@@ -16,7 +16,8 @@ Each build is timed against onnxruntime in a fresh process, in rounds that take 
 drifts between fast and slow phases), 2 threads each; the figure per picker is TVM / onnxruntime, the median of
 round medians, with the paired median (TVM over onnxruntime within each round) beside it. The matmul reference
 is measured before and after. Work (exports, defaults, builds) is kept under --out/work/pickers and reused, so
-a stopped run resumes per picker and per task. Writes pickers.json to bench/results/costmodel/.
+a stopped run resumes per picker and per task. Writes pickers.json (pickers_pop<P>.json for another
+--population) to bench/results/costmodel/.
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ NETWORKS = ("mnist_student", "resnet50", "mobilenet_v2", "bert_base")
 PICKERS = ("xgb", "mamba", "random")
 
 
-def prepare(net: str, pickers: list[str], work: Path) -> dict:
+POPULATION = 256  # what `kdcompile tune` evolves toward a learned picker's scores per task (16 for random)
+
+
+def prepare(net: str, pickers: list[str], work: Path, population: int = POPULATION) -> dict:
     """Default schedules and a build per picker (each kept and reused); the seconds each picker took."""
     from kdcompile import plugins
     from kdcompile.tvm_layer import build, defaults
@@ -51,7 +55,7 @@ def prepare(net: str, pickers: list[str], work: Path) -> dict:
             # an untrained picker predicts noise: evolving a large population toward it buys nothing (as `tune`)
             made = defaults.default_schedules(mod, target, work / f"defaults-{picker}",
                                               plugins.make(plugins.PICKERS, picker),
-                                              population=16 if picker == "random" else 256,
+                                              population=16 if picker == "random" else population,
                                               on_task=lambda t: print(f"  {net} {picker}: {t}", flush=True))
             if made or not kept.exists():  # a resumed picker adds the seconds of the tasks it had left
                 before = json.loads(kept.read_text()) if kept.exists() else 0.0
@@ -89,33 +93,36 @@ def main() -> None:
     ap.add_argument("--networks", nargs="+", default=list(NETWORKS), help="zoo networks (costmodel.zoo), batch 1")
     ap.add_argument("--pickers", nargs="+", default=list(PICKERS), help="kdcompile.plugins PICKERS names")
     ap.add_argument("--rounds", type=int, default=15, help="timing rounds per network")
+    ap.add_argument("--population", type=int, default=POPULATION,
+                    help="population evolved per task toward a learned picker (another one: pickers_pop<P>.json)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--measure", metavar="NET", help=argparse.SUPPRESS)  # the fresh measuring process
     args = ap.parse_args()
     os.environ["TVM_NUM_THREADS"] = str(THREADS)
+    suffix = "" if args.population == POPULATION else f"_pop{args.population}"
+    works = args.out / "work" / f"pickers{suffix}"
     if args.measure:
-        print(json.dumps(measure_builds(args.measure, args.pickers, args.out / "work" / "pickers" / args.measure,
-                                        args.rounds)))
+        print(json.dumps(measure_builds(args.measure, args.pickers, works / args.measure, args.rounds)))
         return
     from bench.e2e import measured_stdout, ort_peak_gflops
 
-    path = args.out / "pickers.json"
+    path = args.out / f"pickers{suffix}.json"
     report = json.loads(path.read_text()) if path.exists() else {"networks": {}}
     peaks = []
     for net in args.networks:
         print(f"== {net}", flush=True)
-        work = args.out / "work" / "pickers" / net
+        work = works / net
         work.mkdir(parents=True, exist_ok=True)
-        seconds = prepare(net, args.pickers, work)
+        seconds = prepare(net, args.pickers, work, args.population)
         peaks.append(ort_peak_gflops())  # beside each measurement, not hours before it
         cmd = [sys.executable, "-m", "bench.costmodel_pickers", "--measure", net, "--rounds", str(args.rounds),
-               "--out", str(args.out), "--pickers", *args.pickers]
+               "--out", str(args.out), "--population", str(args.population), "--pickers", *args.pickers]
         line = measured_stdout(cmd).strip().splitlines()[-1]
         report["networks"][net] = json.loads(line) | {"default_schedules_s": seconds}
         print(json.dumps({k: report["networks"][net][k] for k in ("ort_ms", "vs_ort", "vs_ort_paired")}), flush=True)
         path.write_text(json.dumps(report, indent=1) + "\n")
     report |= summary(report["networks"], args.pickers) | {
-        "pickers": args.pickers, "commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "pickers": args.pickers, "population": args.population, "commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "threads": THREADS, "peak_gflops": peaks + [ort_peak_gflops()], "load_avg_1min": os.getloadavg()[0]}
     path.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({k: report[k] for k in ("geomean_vs_ort", "best_learned_picker", "peak_gflops")}))
