@@ -182,7 +182,9 @@ def test_a_causal_lm_student_distils_exports_tunes_and_benches(lm_folder, text, 
     report = distill_and_tune(TeacherSpec(str(lm_folder)), run,
                               DistillConfig(data=text, epochs=1, batch_size=32, min_kept=0, seq_len=SEQ,
                                             student="depth:2,mlp:32"),  # fewer layers and a narrower MLP
-                              tune_cfg=TuneConfig(trials=0, threads=1, models=("student",)),  # TVM builds: minutes
+                              # a TVM build with random default schedules: what is checked is parity, and a
+                              # learned picker's search for every task took most of this test's two minutes
+                              tune_cfg=TuneConfig(trials=0, threads=1, models=("student",), defaults="random"),
                               bench_cfg=BenchConfig(threads=1, timing=TimingConfig(warmup_s=0.01, min_calls=3,
                                                                                   min_time_s=0.01)))
     distilled = json.loads((run / "distill.json").read_text())
@@ -213,7 +215,8 @@ def test_an_encoder_student_compiles_with_tvm_and_matches_onnxruntime_on_padded_
     ids = np.load(run / "heldout_ids.npy")
     assert (ids == 0).any(axis=1).mean() > 0.5  # most parity inputs are padded sentences
     export(run)
-    tuned = tune(run, TuneConfig(trials=0, threads=1, models=("student",)))
+    # random default schedules: scheduled programs (not a picker's choice of them) are what broke padded sentences
+    tuned = tune(run, TuneConfig(trials=0, threads=1, models=("student",), defaults="random"))
     assert tuned["student"]["tvm_max_abs"] <= tuned["student"]["tolerance"]
 
 
