@@ -11,15 +11,18 @@ lowering) with the same trial budget, evolutionary population and seed; only the
 - random (with --models): a random cost model (the search still evolves, ranked by chance).
 The network is one of the dataset's held-out networks: none of its tasks was in any model's training data.
 Latency after n trials is what MetaSchedule's task scheduler optimises: sum over tasks of occurrences x the best
-time measured so far (tvm_layer.records.tuning_curve), defined once every task has a measurement.
+time measured so far (kdcompile.measured.curve_of), defined once every task has a measurement.
 Time to a latency is the run's wall-clock seconds when the trial that reached it was measured (each run records
 its trial count and elapsed seconds after every batch).
-The population is TVM 0.27's EvolutionarySearch default, 512, unless --population says otherwise; runs are kept
-per population (work/<net>/pop<P>/<model>/seed<k>) and another population writes tuning_pop<P>.json/png.
-The benchmark resumes run by run (under --out/work): a finished run is read back, not redone; an unfinished one
-starts again from nothing, since a cost model's online state cannot be resumed. Seeds are outermost, so a stopped
-benchmark has every network and model at the same seeds. The machine's matmul reference (onnxruntime, 1024^3) is
-measured before and after each run. Writes tuning.json and tuning.png to bench/results/costmodel/.
+The population is TVM 0.27's EvolutionarySearch default, 512, unless --population says otherwise; another
+population writes tuning_pop<P>.json/png.
+The benchmark resumes run by run: each finished run is written to
+runs/<net>/pop<P>-trials<T>/<model>/seed<k>.json beside the results (committed: a sitting's work folder does not
+outlive it), with its trial log (task and seconds of every measurement, from which the curves are computed), and
+is read back, not redone; an unfinished run starts again from nothing, since a cost model's online state cannot be
+resumed. Seeds are outermost, so a stopped benchmark has every network and model at the same seeds. The machine's
+matmul reference (onnxruntime, 1024^3) is measured before and after each run. Writes tuning.json and tuning.png
+to bench/results/costmodel/.
 """
 
 from __future__ import annotations
@@ -59,21 +62,21 @@ def network_module(name: str, batch: int, work: Path):
     return lowering.lower(lowering.import_onnx(onnx_path, INPUT_NAME, shape), target), target
 
 
-def run(mod, target, work: Path, model: str, seed: int, trials: int, population: int) -> dict:
-    """One tuning run (started afresh unless finished); its curve, timeline and the seconds spent."""
+def run(mod, target, work: Path, kept: Path, model: str, seed: int, trials: int, population: int) -> dict:
+    """One tuning run in `work` (started afresh unless `kept` holds it finished): its trial log, timeline and
+    seconds spent. A finished run is written to `kept`, a committed file, so that it outlives the work folder."""
     import shutil
 
     from bench.e2e import ort_peak_gflops
     from kdcompile import plugins
+    from kdcompile.files import write_json
     from kdcompile.tvm_layer import cost_models, lowering, records, search
 
-    done = work / "run.json"
-    if done.exists():
-        got = json.loads(done.read_text())
-        # runs of commit d172f98 did not write their settings; they were run with this benchmark's defaults
-        if (got.get("trials_asked", 500), got.get("population", 256)) == (trials, population):
+    if kept.exists():
+        got = json.loads(kept.read_text())
+        if (got["trials_asked"], got["population"]) == (trials, population):
             return got
-        print(f"  {work}: finished with other settings, run again", flush=True)
+        print(f"  {kept}: finished with other settings, run again", flush=True)
     if work.exists():
         print(f"  {work}: unfinished, started again", flush=True)
         shutil.rmtree(work)
@@ -92,6 +95,7 @@ def run(mod, target, work: Path, model: str, seed: int, trials: int, population:
     search.tune(mod, target, work, trials, cost_model, seed, population=population, on_batch=on_batch)
     wall = time.perf_counter() - start
     scorer = getattr(inner, "scorer", None)
+    tasks = lowering.extract_tasks(mod, target)
     out = {"model": model, "seed": seed, "trials": records.count_records(work), "trials_asked": trials,
            "population": population, "tuning_seconds": wall,
            "costmodel_seconds": cost_model.seconds, "timeline": timeline,
@@ -101,8 +105,10 @@ def run(mod, target, work: Path, model: str, seed: int, trials: int, population:
                                                              "misses": inner.trace_json.misses},
            "commit": commit(),
            "peak_gflops": [peak_before, ort_peak_gflops()], "load_avg_1min": os.getloadavg()[0],
-           "curve": records.tuning_curve(lowering.extract_tasks(mod, target), work)}
-    done.write_text(json.dumps(out) + "\n")
+           "weights": {t.task_name: int(t.weight) for t in tasks},
+           "log": records.trial_log(tasks, work)}
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    write_json(kept, out, indent=None)
     return out
 
 
@@ -171,18 +177,17 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
-def common_curves(runs: list[dict], mod, target, work: Path) -> list[dict]:
+def common_curves(runs: list[dict]) -> list[dict]:
     """The runs with their curves over the tasks every run of the network measured. A task no run could keep a
     record of (a reduction whose rfactor traces do not replay in TVM 0.27) would leave every curve undefined;
     summing the same tasks for every model keeps the comparison fair, and the left-out tasks are named."""
-    from kdcompile.tvm_layer import lowering, records
+    from kdcompile.measured import curve_of, measured_in
 
-    tasks = lowering.extract_tasks(mod, target)
-    dirs = [work / r["model"] / f"seed{r['seed']}" for r in runs]
-    common = set.intersection(*[records.measured_tasks(tasks, d) for d in dirs])
-    kept = [t for t in tasks if t.task_name in common]
-    left_out = sorted(t.task_name for t in tasks if t.task_name not in common)
-    return [{**r, "curve": records.tuning_curve(kept, d), "left_out_tasks": left_out} for r, d in zip(runs, dirs)]
+    weights = runs[0]["weights"]
+    common = set.intersection(*[measured_in(r["log"]) for r in runs])
+    kept = {n: w for n, w in weights.items() if n in common}
+    left_out = sorted(n for n in weights if n not in common)
+    return [{**r, "curve": curve_of(r["log"], kept), "left_out_tasks": left_out} for r in runs]
 
 
 def roof(net: str, batch: int, summary: dict) -> dict:
@@ -195,8 +200,8 @@ def roof(net: str, batch: int, summary: dict) -> dict:
     flops, _ = flops_and_params(module, torch.zeros((batch, *shape[1:])))
     peak = float(np.median(summary["peak_gflops"]))
     roof_ms = flops / (peak * 1e9) * 1e3
-    return {"flops": flops, "peak_gflops_median": peak, "roof_ms": roof_ms,
-            "final_share_of_roof": {m: None if v is None else roof_ms / v for m, v in summary["final_latency_ms"].items()}}
+    share = {m: None if v is None else roof_ms / v for m, v in summary["final_latency_ms"].items()}
+    return {"flops": flops, "peak_gflops_median": peak, "roof_ms": roof_ms, "final_share_of_roof": share}
 
 
 def geomean(values: list[float | None]) -> float | None:
@@ -254,15 +259,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--plot-only", action="store_true", help="Redraw tuning.png from tuning.json.")
+    ap.add_argument("--plot-only", action="store_true", help="Redraw the plot from the results file, without tuning.")
     args = ap.parse_args()
     name = "tuning" if args.population == POPULATION else f"tuning_pop{args.population}"
     if args.plot_only:
         plot_all(json.loads((args.out / f"{name}.json").read_text()), args.out, name)
         return
     from costmodel import zoo
-
-    from kdcompile.tvm_layer import lowering
 
     for net in args.networks:
         if net not in zoo.TEST_NETWORKS:
@@ -276,13 +279,14 @@ def main() -> None:
         for net, (work, mod, target) in lowered.items():
             for model in args.models:
                 print(f"{net}@b{args.batch} {model} seed {seed}", flush=True)
-                runs[net].append(run(mod, target, work / f"pop{args.population}" / model / f"seed{seed}", model,
-                                     seed, args.trials, args.population))
+                where = (Path(f"{net}@b{args.batch}") / f"pop{args.population}-trials{args.trials}" / model
+                         / f"seed{seed}")
+                runs[net].append(run(mod, target, work.parent / where, args.out / "runs" / f"{where}.json",
+                                     model, seed, args.trials, args.population))
     nets = {}
     for net, r in runs.items():
-        work, mod, target = lowered[net]
-        summary = summarise(common_curves(r, mod, target, work / f"pop{args.population}"))
-        nets[f"{net}@b{args.batch}"] = {**summary, "tasks": len(lowering.extract_tasks(mod, target)),
+        summary = summarise(common_curves(r))
+        nets[f"{net}@b{args.batch}"] = {**summary, "tasks": len(r[0]["weights"]),
                                         **roof(net, args.batch, summary)}
     setup = {"trials": args.trials, "population": args.population, "seeds": args.seeds, "models": args.models,
              "threads": THREADS, "date": time.strftime("%Y-%m-%d")}

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from bench.costmodel_tuning import geomean, seconds_at, summarise, trials_to_reach
+from bench.costmodel_tuning import common_curves, geomean, seconds_at, summarise, trials_to_reach
 
 
 def _run(model: str, seed: int, curve: list, seconds_per_trial: float, costmodel_seconds: float) -> dict:
@@ -34,6 +34,17 @@ def test_a_model_that_never_reaches_has_no_ratio():
     assert out["trials_ratio_vs_xgb"] is None and out["time_ratio_vs_xgb"] is None
     assert geomean([2.0, None]) is None
     assert geomean([2.0, 8.0]) == pytest.approx(4.0)
+
+
+def test_curves_come_from_the_kept_trial_logs_over_the_tasks_every_run_measured():
+    # task "c" never measured in run b (a failed measurement, None): both curves leave it out, and name it
+    weights = {"a": 2, "b": 1, "c": 1}
+    a = {"weights": weights, "log": [("a", 3.0), ("b", 1.0), ("c", 9.0), ("a", 2.0), (None, 0.1)]}
+    b = {"weights": weights, "log": [("b", 2.0), ("c", None), ("a", 4.0), ("b", 1.0), ("a", 5.0)]}
+    got = common_curves([a, b])
+    assert [g["left_out_tasks"] for g in got] == [["c"], ["c"]]
+    assert got[0]["curve"] == [None, 7.0, 7.0, 5.0, 5.0]  # 2 x best(a) + best(b); another workload's trial counts
+    assert got[1]["curve"] == [None, None, 10.0, 9.0, 9.0]
 
 
 def test_seconds_at_reads_the_first_batch_that_holds_the_trial():

@@ -13,7 +13,8 @@ from costmodel.tokenize import tokenize
 from kdcompile.tvm_layer.cost_models import TimedCostModel, TraceRankerCostModel
 from kdcompile.tvm_layer.lowering import extract_tasks, import_onnx, lower
 from kdcompile.tvm_layer.plain import TraceJSON, plain_json, trace_json
-from kdcompile.tvm_layer.records import load_database, measured_tasks, tuning_curve
+from kdcompile.measured import measured_in
+from kdcompile.tvm_layer.records import load_database, trial_log, tuning_curve
 from kdcompile.tvm_layer.search import tune
 from kdcompile.tvm_layer.target import host_target
 
@@ -65,11 +66,11 @@ def test_mamba_cost_model_tunes_a_matmul_and_round_trips(tmp_path, store_feature
     # the benchmark's curve: one point per trial, defined once every task has a measurement, never rising
     curve = tuning_curve(extract_tasks(mod, target), tmp_path / "work")
     tasks = extract_tasks(mod, target)
-    assert measured_tasks(tasks, tmp_path / "work") == {t.task_name for t in tasks}
+    assert measured_in(trial_log(tasks, tmp_path / "work")) == {t.task_name for t in tasks}
     (tmp_path / "none").mkdir()  # a database holding the workloads but no record: no task measured
     (tmp_path / "none" / "database_workload.json").write_text((tmp_path / "work" / "database_workload.json").read_text())
     (tmp_path / "none" / "database_tuning_record.json").write_text("")
-    assert measured_tasks(tasks, tmp_path / "none") == set()
+    assert measured_in(trial_log(tasks, tmp_path / "none")) == set()
     assert len(curve) == ran and curve[-1] is not None and curve[-1] > 0
     defined = [v for v in curve if v is not None]
     assert all(b <= a for a, b in zip(defined, defined[1:]))

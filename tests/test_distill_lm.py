@@ -84,7 +84,6 @@ def test_interrupted_lm_distillation_resumes_to_the_same_student(teacher, tmp_pa
 
 
 def _weights(path):
-    import torch
 
     from kdcompile.load import load_model
 

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from kdcompile.distill import DistillConfig, TeacherSpec, distill
 from kdcompile.errors import KdError

@@ -23,7 +23,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from kdcompile.errors import KdError
 from kdcompile.files import append_lines, read_lines
-from kdcompile.measured import failed, mean_seconds
+from kdcompile.measured import curve_of, failed, mean_seconds
 from kdcompile.progress import console
 from kdcompile.tvm_layer.plain import plain_json
 
@@ -185,32 +185,18 @@ def measure_callbacks(extra: list | None = None) -> list:
     return [AddReplayableToDatabase()] + stock + list(extra or [])
 
 
-def measured_tasks(tasks: list, work_dir: Path) -> set[str]:
-    """Names of the `tasks` (extracted tasks) with at least one successful measurement in `work_dir`'s database.
-    A task can have none after a whole run: TVM 0.27's rfactor traces of some reductions do not replay, and the
-    database keeps no record that does not (AddReplayableToDatabase)."""
+def trial_log(tasks: list, work_dir: Path) -> list[tuple[str | None, float | None]]:
+    """`work_dir`'s trials in measurement order, as (task name, mean seconds): the name is None for a workload
+    that is not one of `tasks` (extracted tasks), the seconds None for a failed measurement. Small enough to keep
+    beside a benchmark's results, and all that `measured.curve_of` and `measured.measured_in` need."""
     names = {tvm_ffi.structural_hash(t.dispatched[0]): t.task_name for t in tasks}
     work_dir = Path(work_dir)
     workload_name = [names.get(tvm_ffi.structural_hash(ms.database.Workload.from_json(json.loads(line)).mod))
                      for line in _lines(work_dir / WORKLOADS)]
-    return {workload_name[i] for i, r in (json.loads(line) for line in _lines(work_dir / RECORDS))
-            if workload_name[i] is not None and mean_seconds(r[1]) is not None}
+    return [(workload_name[index], mean_seconds(record[1]))  # record: [trace, run_secs, target, args_info]
+            for index, record in (json.loads(line) for line in _lines(work_dir / RECORDS))]
 
 
 def tuning_curve(tasks: list, work_dir: Path) -> list[float | None]:
-    """After each trial of `work_dir`'s database, in measurement order: the network's latency as MetaSchedule's
-    task scheduler estimates it, the sum over `tasks` (extracted tasks) of occurrences x best seconds measured so
-    far; None while some task has no successful measurement yet."""
-    weight = {tvm_ffi.structural_hash(t.dispatched[0]): int(t.weight) for t in tasks}
-    work_dir = Path(work_dir)
-    workload_weight = [weight.get(tvm_ffi.structural_hash(ms.database.Workload.from_json(json.loads(line)).mod))
-                       for line in _lines(work_dir / WORKLOADS)]
-    best: dict[int, float] = {}
-    curve = []
-    for line in _lines(work_dir / RECORDS):
-        index, record = json.loads(line)  # record: [trace, run_secs, target, args_info]
-        secs = mean_seconds(record[1])
-        if secs is not None and workload_weight[index] is not None:
-            best[index] = min(best.get(index, float("inf")), secs)
-        curve.append(sum(workload_weight[i] * s for i, s in best.items()) if len(best) == len(weight) else None)
-    return curve
+    """`curve_of` the database in `work_dir`, over `tasks` (extracted tasks)."""
+    return curve_of(trial_log(tasks, work_dir), {t.task_name: int(t.weight) for t in tasks})
