@@ -25,12 +25,13 @@ from kdcompile.files import write_json
 from kdcompile.machine import machine_info
 
 OUT = Path(__file__).resolve().parent / "results" / "transfer"
-DATA = Path("datasets/cpu-znver4-2c")
+DATA = Path(__file__).resolve().parent.parent / "datasets" / "cpu-znver4-2c"
 NETWORKS = ("mobilenet_v2@b1", "bert_base@b1")
 
 
 def programs(data: Path, count: int) -> list[tuple[list, list]]:
-    """(workload JSON, trace) pairs: `count` programs, a few from each of the networks' largest tasks."""
+    """(workload JSON, trace) pairs: `count` programs, four from each task of the networks (every task of the
+    dataset if it lacks one of them), tasks with the largest files first (those with the most programs)."""
     ds = ProgramDataset(data)
     nets = json.loads((ds.root / "networks.json").read_text())
     hashes = [h for n in NETWORKS for h in nets[n]["tasks"]] if all(n in nets for n in NETWORKS) else ds.task_hashes()
@@ -48,18 +49,19 @@ def programs(data: Path, count: int) -> list[tuple[list, list]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--batches", type=int, default=6)
+    ap.add_argument("--batches", type=int, default=6, help="batches per builder (at least 2: the first is warm-up)")
     ap.add_argument("--batch", type=int, default=8)
     args = ap.parse_args()
+    if args.batches < 2:
+        ap.error("--batches must be at least 2: the speedup compares the batches after the first (warm-up) one")
     from kdcompile.tvm_layer.measure import PooledBuilder, build_batch, stock_builder
     from kdcompile.tvm_layer.programs import schedules_from_traces
-    from kdcompile.tvm_layer.target import host_target
+    from kdcompile.tvm_layer.target import host_target, target_dict
 
     target = host_target(2)
     mods = []
     for workload, trace in programs(args.data, args.batches * args.batch):
-        _, _, _, schedules = schedules_from_traces(workload, json.loads(json.dumps(target.export())), [trace],
-                                                   strict=False)
+        _, _, _, schedules = schedules_from_traces(workload, target_dict(target), [trace], strict=False)
         if schedules[0] is not None:
             mods.append(schedules[0].mod)
     batches = [mods[i:i + args.batch] for i in range(0, len(mods), args.batch)]
@@ -82,7 +84,8 @@ def main() -> None:
                      for k, v in result.items()},
         "same_programs_built": same,
         "later_batch_speedup": result["LocalBuilder"]["later_mean_s"] / result["PooledBuilder"]["later_mean_s"],
-        "setup": {"command": f"python -m bench.builder_pool --batches {args.batches} --batch {args.batch}",
+        "setup": {"command": f"python -m bench.builder_pool --data {args.data} --batches {args.batches} "
+                             f"--batch {args.batch}",
                   "date": datetime.date.today().isoformat(), "machine": machine_info(2)}})
 
 

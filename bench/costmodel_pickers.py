@@ -31,14 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.costmodel_tuning import THREADS, commit, geomean, network_module
+from kdcompile.files import write_json
+from bench.common import measured_json, stamp
+from bench.costmodel_tuning import THREADS, geomean, network_module
 
 OUT = Path(__file__).resolve().parent / "results" / "costmodel"
 NETWORKS = ("mnist_student", "resnet50", "mobilenet_v2", "bert_base")
 PICKERS = ("xgb", "mamba", "random")
-
-
-POPULATION = 256  # what `kdcompile tune` evolves toward a learned picker's scores per task (16 for random)
+POPULATION = 256  # what `kdcompile tune` evolves toward a learned picker (kdcompile.tvm_layer.defaults.POPULATION)
 
 
 def prepare(net: str, pickers: list[str], work: Path, population: int = POPULATION) -> dict:
@@ -52,10 +52,9 @@ def prepare(net: str, pickers: list[str], work: Path, population: int = POPULATI
         lib, kept = work / f"untuned-{picker}.so", work / f"defaults-{picker}.seconds.json"
         if not lib.exists():
             t0 = time.time()
-            # an untrained picker predicts noise: evolving a large population toward it buys nothing (as `tune`)
             made = defaults.default_schedules(mod, target, work / f"defaults-{picker}",
                                               plugins.make(plugins.PICKERS, picker),
-                                              population=16 if picker == "random" else population,
+                                              population=defaults.population_for(picker, population),
                                               on_task=lambda t: print(f"  {net} {picker}: {t}", flush=True))
             if made or not kept.exists():  # a resumed picker adds the seconds of the tasks it had left
                 before = json.loads(kept.read_text()) if kept.exists() else 0.0
@@ -81,8 +80,8 @@ def measure_builds(net: str, pickers: list[str], work: Path, rounds: int) -> dic
 
 
 def summary(networks: dict, pickers: list[str]) -> dict:
-    """Geometric mean of TVM / onnxruntime per picker over the networks that have it, and the picker with the
-    lowest (the one `kdcompile tune` should default to)."""
+    """Geometric mean of TVM / onnxruntime per picker over all the networks (None for a picker one of them lacks),
+    and the learned picker with the lowest (the one `kdcompile tune` should default to)."""
     means = {p: geomean([r["vs_ort"].get(p) for r in networks.values()]) for p in pickers}
     ranked = sorted((m, p) for p, m in means.items() if m is not None and p != "random")
     return {"geomean_vs_ort": means, "best_learned_picker": ranked[0][1] if ranked else None}
@@ -104,7 +103,7 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure_builds(args.measure, args.pickers, works / args.measure, args.rounds)))
         return
-    from bench.e2e import measured_stdout, ort_peak_gflops
+    from bench.e2e import ort_peak_gflops
 
     path = args.out / f"pickers{suffix}.json"
     report = json.loads(path.read_text()) if path.exists() else {"networks": {}}
@@ -117,14 +116,12 @@ def main() -> None:
         peaks.append(ort_peak_gflops())  # beside each measurement, not hours before it
         cmd = [sys.executable, "-m", "bench.costmodel_pickers", "--measure", net, "--rounds", str(args.rounds),
                "--out", str(args.out), "--population", str(args.population), "--pickers", *args.pickers]
-        line = measured_stdout(cmd).strip().splitlines()[-1]
-        report["networks"][net] = json.loads(line) | {"default_schedules_s": seconds}
+        report["networks"][net] = measured_json(cmd) | {"default_schedules_s": seconds}
         print(json.dumps({k: report["networks"][net][k] for k in ("ort_ms", "vs_ort", "vs_ort_paired")}), flush=True)
-        path.write_text(json.dumps(report, indent=1) + "\n")
-    report |= summary(report["networks"], args.pickers) | {
-        "pickers": args.pickers, "population": args.population, "commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "threads": THREADS, "peak_gflops": peaks + [ort_peak_gflops()], "load_avg_1min": os.getloadavg()[0]}
-    path.write_text(json.dumps(report, indent=1) + "\n")
+        write_json(path, report, indent=1)  # read back by a resumed run
+    report |= summary(report["networks"], args.pickers) | {"pickers": args.pickers, "population": args.population,
+                                                           **stamp(THREADS, peaks + [ort_peak_gflops()])}
+    write_json(path, report, indent=1)
     print(json.dumps({k: report[k] for k in ("geomean_vs_ort", "best_learned_picker", "peak_gflops")}))
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 import warnings
 from pathlib import Path
@@ -67,6 +66,7 @@ def run(mod, target, work: Path, kept: Path, model: str, seed: int, trials: int,
     seconds spent. A finished run is written to `kept`, a committed file, so that it outlives the work folder."""
     import shutil
 
+    from bench.common import stamp
     from bench.e2e import ort_peak_gflops
     from kdcompile import plugins
     from kdcompile.files import write_json
@@ -103,22 +103,12 @@ def run(mod, target, work: Path, kept: Path, model: str, seed: int, trials: int,
            "costmodel_breakdown": getattr(scorer, "seconds", None),
            "instruction_cache": None if scorer is None else {"hits": inner.trace_json.hits,
                                                              "misses": inner.trace_json.misses},
-           "commit": commit(),
-           "peak_gflops": [peak_before, ort_peak_gflops()], "load_avg_1min": os.getloadavg()[0],
+           **stamp(THREADS, [peak_before, ort_peak_gflops()]),
            "weights": {t.task_name: int(t.weight) for t in tasks},
            "log": records.trial_log(tasks, work)}
     kept.parent.mkdir(parents=True, exist_ok=True)
     write_json(kept, out, indent=None)
     return out
-
-
-def commit() -> str:
-    import subprocess
-
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                           text=True).stdout.strip()
-    return out.stdout.strip() + ("+changes" if dirty else "")
 
 
 def trials_to_reach(curve: list[float | None], latency: float) -> int | None:

@@ -1,6 +1,6 @@
 """The demo student's tuning at the demo's budget: which cost model and population make it pay off.
 
-    python -m bench.demo_budget runs/demo                    # a distilled run folder (make demo leaves runs/demo)
+    python -m bench.demo_budget runs/demo                    # a tuned run folder (make demo leaves runs/demo)
     python -m bench.demo_budget runs/demo --configs xgb mamba@256 --trials 200
 
 Each config (cost model @ evolutionary population) tunes the run's student afresh, with `kdcompile tune`, in its
@@ -19,7 +19,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +41,11 @@ def prepare(run: Path, work: Path, config: str, trials: int) -> dict:
     from kdcompile.files import file_sha256
 
     folder = work / config
-    layout = json.loads((run / "tune.json").read_text())["student"]["layout"]
+    tuned_before = json.loads((run / "tune.json").read_text()) if (run / "tune.json").exists() else {}
+    if "student" not in tuned_before:
+        raise SystemExit(f"{run} has no tuned student (its tune.json names the layout to keep): run `make demo` "
+                         "or `kdcompile distill-and-tune` into it first.")
+    layout = tuned_before["student"]["layout"]
     done = json.loads((folder / "tune.json").read_text()).get("student", {}) if (folder / "tune.json").exists() else {}
     # a folder tuned from another student, or whose build failed parity (no lib_sha256), is tuned again
     if done.get("onnx_sha256") != file_sha256(run / "student.onnx") or not done.get("lib_sha256"):
@@ -53,12 +56,14 @@ def prepare(run: Path, work: Path, config: str, trials: int) -> dict:
                str(trials), "--cost-model", model, "--layout", layout, "--threads", str(THREADS)]
         cmd += [] if population is None else ["--population", str(population)]
         print(" ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
+        if subprocess.run(cmd).returncode:
+            raise SystemExit(f"tuning with {config} failed (its output is above); {folder} is tuned again next time.")
     tuned = json.loads((folder / "tune.json").read_text())["student"]
     return {k: tuned[k] for k in ("trials", "tuning_s", "tasks", "layout", "tvm_max_abs")}
 
 
 def measure_builds(work: Path, configs: list[str], rounds: int) -> dict:
+    """onnxruntime and each config's tuned student, `rounds` rounds taking turns (run in a fresh process)."""
     from kdcompile.export import ort_session
     from bench.e2e import builds_vs_ort
     from kdcompile.timing import TimingConfig
@@ -87,17 +92,15 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure_builds(work, args.configs, args.rounds)))
         return
-    from bench.costmodel_tuning import commit
-    from bench.e2e import measured_stdout, ort_peak_gflops
+    from bench.common import measured_json, stamp
+    from bench.e2e import ort_peak_gflops
 
     tuned = {c: prepare(args.run.resolve(), work, c, args.trials) for c in args.configs}
     peak_before = ort_peak_gflops()
     cmd = [sys.executable, "-m", "bench.demo_budget", str(args.run), "--measure", "--trials", str(args.trials),
            "--rounds", str(args.rounds), "--out", str(args.out), "--configs", *args.configs]
-    times = json.loads(measured_stdout(cmd).strip().splitlines()[-1])
-    report = {"trials": args.trials, "configs": tuned, **times, "commit": commit(), "threads": THREADS,
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "peak_gflops": [peak_before, ort_peak_gflops()], "load_avg_1min": os.getloadavg()[0]}
+    times = measured_json(cmd)
+    report = {"trials": args.trials, "configs": tuned, **times, **stamp(THREADS, [peak_before, ort_peak_gflops()])}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"budget{args.trials}.json").write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({c: {"tuning_s": round(tuned[c]["tuning_s"]), "vs_ort": round(times["vs_ort"][c], 3),

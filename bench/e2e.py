@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,13 +26,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.common import measured_json
 from kdcompile.machine import machine_info
 from kdcompile.timing import TimingConfig, in_rounds, measure, versus
+from kdcompile.tune import TuneConfig
 
 OUT = Path(__file__).resolve().parent / "results" / "e2e"
 TRIALS = {"student": 1000, "encoder": 1000, "mobilenet": 1000}  # the issue's cap is 1,000 per model
 THREADS = 2
-PICKERS = ("mamba", "xgb", "random")  # zero-trial pickers (kdcompile.plugins PICKERS), kdcompile's default first
+DEFAULT_PICKER = TuneConfig.defaults  # the tuned build's untuned tasks get kdcompile's default picker's schedules
+PICKERS = (DEFAULT_PICKER, *(p for p in ("mamba", "xgb", "random") if p != DEFAULT_PICKER))  # zero-trial pickers
 POPULATION = 512  # evolutionary search population per round: TVM 0.27's default (EvolutionarySearch)
 
 
@@ -143,18 +145,18 @@ def prepare(spec: str, trials: int, cost_model: str, tuning: bool = True) -> dic
     for picker in pickers_for(spec):  # both learned pickers were trained on the dataset's training networks only
         t0 = time.time()
         defaults.default_schedules(mod, target, work / f"defaults-{picker}", plugins.make(plugins.PICKERS, picker),
-                             population=16 if picker == "random" else 256,
+                             population=defaults.population_for(picker),
                              on_task=lambda t: print(f"  default ({picker}): {t}", flush=True))
         defaults_s[picker] = time.time() - t0
         build.compile_tuned(mod, target, None, work / f"untuned-{picker}.so", defaults_dir=work / f"defaults-{picker}")
     t0 = time.time()
     if tuning:
         search.tune(mod, target, work / "tune", trials, cost_model=plugins.make(plugins.COST_MODELS, cost_model),
-                    population=POPULATION, defaults_dir=work / f"defaults-{PICKERS[0]}",
+                    population=POPULATION, defaults_dir=work / f"defaults-{DEFAULT_PICKER}",
                     on_batch=lambda n: print(f"  {spec}: {records.count_records(work / 'tune')}/{trials} trials",
                                              flush=True))
     tuning_s = time.time() - t0
-    build.compile_tuned(mod, target, work / "tune", work / "tuned.so", defaults_dir=work / f"defaults-{PICKERS[0]}")
+    build.compile_tuned(mod, target, work / "tune", work / "tuned.so", defaults_dir=work / f"defaults-{DEFAULT_PICKER}")
     costs = build.task_costs(mod, target, work / "tune")
     return {"trials": records.count_records(work / "tune"), "input_shape": list(shape), "tasks": len(costs),
             "untuned_tasks": [c["task"] for c in costs if c["seconds"] is None], "costs": costs,
@@ -197,15 +199,6 @@ def measure_all(spec: str, timing: TimingConfig, rounds: int = 15) -> dict:
     return out
 
 
-def measured_stdout(cmd: list[str]) -> str:
-    """The stdout of a fresh measuring process (`--measure`); its stderr shown if it fails."""
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode:
-        sys.stderr.write(r.stderr)
-        raise SystemExit(f"the measuring process failed ({r.returncode}): {' '.join(cmd)}")
-    return r.stdout
-
-
 def builds_vs_ort(sess, feed: dict, builds: dict, x: np.ndarray, timing: TimingConfig, rounds: int) -> dict:
     """onnxruntime (`sess` on `feed`) and each TVM build (name -> CompiledModel, on `x`) timed in `rounds` rounds
     taking turns (`kdcompile.timing.in_rounds`); per build, TVM / onnxruntime as a ratio of medians and paired
@@ -224,12 +217,11 @@ def bench_model(spec: str, trials: int, peak: float, cost_model: str, quick: boo
     info = prepare(spec, trials, cost_model, tuning)
     # Timed in a fresh process: right after tuning, this one measured TVM 40% slower than it runs.
     cmd = [sys.executable, "-m", "bench.e2e", "--measure", spec] + (["--quick"] if quick else [])
-    line = measured_stdout(cmd).strip().splitlines()[-1]
-    times = json.loads(line)
+    times = measured_json(cmd)
     return {"ort_ms": times["ort_ms"], "tvm_ms": times["tvm_ms"], "torch_ms": times["torch_ms"],
-            "trials": info["trials"], "tvm_untuned_ms": times[f"tvm_untuned_{PICKERS[0]}_ms"],
+            "trials": info["trials"], "tvm_untuned_ms": times[f"tvm_untuned_{DEFAULT_PICKER}_ms"],
             "tvm_vs_ort": times["tvm_ms"] / times["ort_ms"], "tvm_vs_ort_paired": times["tvm_vs_ort_paired"],
-            "untuned_vs_ort": times[f"tvm_untuned_{PICKERS[0]}_ms"] / times["ort_ms"], "picker": PICKERS[0],
+            "untuned_vs_ort": times[f"tvm_untuned_{DEFAULT_PICKER}_ms"] / times["ort_ms"], "picker": DEFAULT_PICKER,
             "untuned_vs_ort_by_picker": {p: times[f"tvm_untuned_{p}_ms"] / times["ort_ms"] for p in pickers_for(spec)},
             "kernels": largest_kernels(info.pop("costs"), peak)} | info | {
             "rounds_ms": times["rounds_ms"], "max_abs_vs_ort": times["max_abs_vs_ort"]}

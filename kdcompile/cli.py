@@ -76,8 +76,9 @@ TargetOpt = typer.Option(None, "--target", help="The CPU to compile for, as a TV
 RpcOpt = typer.Option(None, "--rpc", help="tracker_host:port:key: time the candidates on every RPC server registered "
                       "under that key (`kdcompile rpc-farm` starts a local farm, a server per core).")
 PopulationOpt = typer.Option(None, "--population", min=8, help="Programs the evolutionary search evolves per round, from "
-                             "which it picks the ones to measure (default: TVM's 512). Smaller rounds are "
-                             "cheaper and explore less (bench/results/demo/).")
+                             "which it picks the ones to measure (default: TVM's 512; at least 8, since a quarter of "
+                             "each round must be programs not yet measured). Smaller rounds are cheaper and explore "
+                             "less (bench/results/demo/). Default schedules (--defaults) always evolve 256.")
 ModelsOpt = typer.Option(None, "--models", help="Which models to tune: student, teacher or both (default: every "
                          "model of the run; a run made for an ONNX file has one, named model).")
 AugmentOpt = typer.Option(None, "--augment-pixels", help="Shift image inputs randomly by up to this many pixels "

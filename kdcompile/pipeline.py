@@ -18,10 +18,12 @@ def distill_and_tune(spec: TeacherSpec, run_dir: Path, distill_cfg: DistillConfi
     """Distil, export, tune and benchmark; returns the report. Each stage's files stay in `run_dir`."""
     from kdcompile.bench import BenchConfig, bench
 
+    report: dict = {}
     for i, (stage, run) in enumerate([
         ("distill", lambda: distill(spec, run_dir, distill_cfg, force)),
         ("export", lambda: export(run_dir, export_cfg)),
         ("tune", lambda: tune(run_dir, tune_cfg)),
+        ("bench", lambda: report.update(bench(run_dir, bench_cfg or BenchConfig()))),
     ], start=1):
         console.rule(f"[bold]{i}/4 {stage}")
         start = time.perf_counter()
@@ -29,9 +31,5 @@ def distill_and_tune(spec: TeacherSpec, run_dir: Path, distill_cfg: DistillConfi
         console.print(f"{stage}: {time.perf_counter() - start:.0f} s")  # where a long run's time went
         if not parallel.is_main():  # torchrun: the other ranks only help distil
             return {}
-    console.rule("[bold]4/4 bench")
-    start = time.perf_counter()
-    report = bench(run_dir, bench_cfg or BenchConfig())
-    console.print(f"bench: {time.perf_counter() - start:.0f} s")
     console.print(f"run folder: {run_dir} (report.md, report.json)")
     return report

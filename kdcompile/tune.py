@@ -25,6 +25,7 @@ from kdcompile.inputs import InputSpec
 from kdcompile.onnx_input import run_folder
 from kdcompile.progress import console, progress
 from kdcompile.rundir import ROLES, RunDir
+from kdcompile.timing import versus
 
 LAYOUTS = {"nchw": None, "nhwc": "NHWC"}  # --layout -> tvm_layer.lowering.Lowering's layout
 AUTO = "auto"  # --layout auto: time each layout's zero-trial build, tune the faster (choose_layout)
@@ -211,10 +212,9 @@ def _defaults(mod, target, tuned_dir: Path | None, out_dir: Path, cfg: TuneConfi
         return 0
     with progress() as bar:
         job = bar.add_task("default schedules", total=len(missing), info="")
-        # an untrained picker predicts noise: evolving a large population toward it buys nothing
-        population = 16 if picker.name == "random" else 256
         defaults.default_schedules(mod, target, out_dir, picker.get(), tuned_dir=tuned_dir, seed=cfg.seed,
-                                   population=population, on_task=lambda t: bar.update(job, advance=1, info=t))
+                                   population=defaults.population_for(picker.name),
+                                   on_task=lambda t: bar.update(job, advance=1, info=t))
     return len(missing)
 
 
@@ -225,7 +225,7 @@ def choose_layout(imported, spec: InputSpec, target, defaults_dir: Path, cfg: Tu
     without convolutions: the layout changes nothing, so it stays as exported). A zero-trial ranking is a proxy
     for the tuned one: they agree on MobileNet-V2 (1.92 vs 3.36 of onnxruntime zero-trial, 0.85 vs 1.64 tuned,
     bench/results/e2e/); where the layouts are within a few percent once tuned, it may pick either."""
-    from kdcompile.timing import TimingConfig, measure
+    from kdcompile.timing import TimingConfig, in_rounds
     from kdcompile.tvm_layer import build, lowering
 
     if not lowering.has_convolution(imported):
@@ -238,21 +238,21 @@ def choose_layout(imported, spec: InputSpec, target, defaults_dir: Path, cfg: Tu
         _defaults(mod, target, None, defaults_dir, cfg, picker)
         lib = build.compile_tuned(mod, target, None, out_dir / f"{layout}.so", defaults_dir=defaults_dir)
         calls[layout] = build.CompiledModel(lib).prepared(x)
-    quick = TimingConfig(warmup_s=0.05, min_calls=20, min_time_s=0.05)
-    rounds = [{layout: measure(call, quick)["p50"] for layout, call in calls.items()} for _ in range(LAYOUT_ROUNDS)]
-    choice = faster_layout(rounds)
-    ms = {layout: float(np.median([r[layout] for r in rounds])) for layout in calls}
+    p50 = in_rounds(calls, TimingConfig(warmup_s=0.05, min_calls=20, min_time_s=0.05), LAYOUT_ROUNDS)
+    choice = faster_layout(p50)
+    ms = {layout: float(np.median(v)) for layout, v in p50.items()}
     console.print(f"layout: {choice} (zero-trial builds, median ms: "
                   + ", ".join(f"{k} {v:.3f}" for k, v in ms.items()) + ")")
     return choice, ms
 
 
-def faster_layout(rounds: list[dict[str, float]]) -> str:
-    """The layout with the lowest median time relative to the first layout within each round: the machine's speed
-    may drift between rounds (this VM has fast and slow phases), a ratio within one round compares like with
-    like."""
-    first = next(iter(rounds[0]))
-    return min(rounds[0], key=lambda layout: float(np.median([r[layout] / r[first] for r in rounds])))
+def faster_layout(p50: dict[str, list[float]]) -> str:
+    """The layout with the lowest median time relative to the first layout within each round (`in_rounds`'
+    figures, compared by `versus`' paired ratio): the machine's speed may drift between rounds (this VM has fast
+    and slow phases), a ratio within one round compares like with like."""
+    first = next(iter(p50))
+    vs = versus(p50, first)
+    return min(p50, key=lambda layout: 1.0 if layout == first else vs[layout]["paired"])
 
 
 def tvm_parity(model, session, inputs: list[np.ndarray]) -> float:

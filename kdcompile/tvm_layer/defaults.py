@@ -23,10 +23,17 @@ from kdcompile.tvm_layer.space import schedulable_tasks, space_generator
 from kdcompile.tvm_layer.target import search_threads
 
 UNMEASURED_SECS = 1.0  # run_secs of a default record: it was predicted, never measured
+POPULATION = 256  # evolved per task toward a learned picker's scores (bench/results/demo/README.md)
+
+
+def population_for(picker: str, learned: int = POPULATION) -> int:
+    """The population to evolve toward `picker` (a PICKERS name): an untrained picker ("random") predicts noise,
+    and evolving a large population toward it buys nothing."""
+    return 16 if picker == "random" else learned
 
 
 def default_schedules(mod: tvm.IRModule, target: tvm.target.Target, out_dir: Path, cost_model,
-                      tuned_dir: Path | None = None, seed: int = 0, population: int = 256,
+                      tuned_dir: Path | None = None, seed: int = 0, population: int = POPULATION,
                       on_task: Callable[[str], None] | None = None) -> int:
     """Pick a default schedule for every task of `mod` that has none, neither in `out_dir` nor measured in
     `tuned_dir`. Records go to a tuning database in `out_dir` with run_secs = UNMEASURED_SECS; measured records,
