@@ -3,7 +3,6 @@ trace ranker, and a timer that wraps either. Which one a run uses is chosen by n
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Callable
@@ -63,11 +62,12 @@ def builtin(name: str):
 class TraceRankerCostModel(ms.cost_model.PyCostModel):
     """MetaSchedule's cost-model slot filled by a ranker of trace JSON (costmodel.online.MambaScorer, say): an
     object with predict(keys, featurise) -> scores, update(task, keys, featurise, seconds), save(path) and a
-    classmethod load(path). This class names each candidate by a key (a digest of its workload and printed
-    trace: the same key, the same program, even for one cost model used on several modules, as the picker is)
+    classmethod load(path). This class names each candidate by a key (the structural hashes of its workload and
+    of its trace's JSON: the same key, the same program, even for one cost model used on several modules, as the
+    picker is)
     and hands the scorer a function that featurises the candidates it asks for: trace JSON, and for a scorer
     that `wants_stores`, MetaSchedule's per-store feature rows (the ones XGBoost reads). The scorer caches by
-    key, so a candidate the evolutionary search proposes again costs a print of its trace."""
+    key, so a candidate the evolutionary search proposes again costs a hash of its trace."""
 
     def __init__(self, scorer):
         self.scorer = scorer
@@ -76,11 +76,12 @@ class TraceRankerCostModel(ms.cost_model.PyCostModel):
 
     def _keyed(self, context, candidates) -> tuple[list[str], Callable]:
         workload = f"{tvm_ffi.structural_hash(context.mod):016x}"
-        keys = [workload + hashlib.blake2b(str(c.sch.trace).encode(), digest_size=16).hexdigest() for c in candidates]
+        raws = [self.trace_json.raw(c.sch.trace) for c in candidates]
+        keys = [workload + self.trace_json.key(r) for r in raws]
 
         def featurise(indices: list[int]) -> tuple[list, list[np.ndarray] | None]:
             picked = [candidates[i] for i in indices]
-            traces = [self.trace_json(c.sch.trace) for c in picked]
+            traces = [self.trace_json(raws[i]) for i in indices]
             if not getattr(self.scorer, "wants_stores", False):
                 return traces, None
             return traces, [f.numpy() for f in self.extractor.extract_from(context, picked)]
