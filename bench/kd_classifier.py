@@ -5,7 +5,8 @@ MLP students (784-64-10, 784-16-10, Hinton's 784-800-800-10) and into itself pru
 labels, 50 or 10 labels per class. KD terms see all 4,000 training inputs, CE only the labelled ones.
 T and alpha are chosen on a validation share of the training inputs, then 5 seeds run at the chosen setting;
 each method is tested against `ce` (same init, same batches, no KD term) by McNemar's exact test.
-Writes bench/results/kd/classifier.json; every finished run is appended to a work file, and a rerun skips it.
+Writes bench/results/kd/classifier.json; every finished run is appended to runs/classifier-<data>.jsonl
+(committed), and a rerun skips it.
 
     python -m bench.kd_classifier [--regimes all 50 10] [--students mlp64 mlp16 mlp800 cnn2pct]
         [--methods scratch ce hinton dkd fitnets fkl rkl] [--seeds 5] [--epochs 30] [--data mnist|digits] [--out PATH]
@@ -42,7 +43,8 @@ GRID = {"temperature": (2.0, 4.0, 8.0), "alpha": (0.5, 0.9)}
 TUNE_SEED = 0  # the seed of the one run per grid point
 EPOCHS = 30  # the protocol's budget over the transfer set; batch 128, AdamW one-cycle at 3e-3 (train_one)
 RESULTS = Path(__file__).parent / "results" / "kd"
-WORK = RESULTS / "work"
+WORK = RESULTS / "work"  # teachers (ignored: retrained when missing; runs are keyed by the teacher's hash)
+RUNS = RESULTS / "runs"  # finished runs, one JSON line each (committed, so that a later sitting skips them)
 
 
 def mcnemar_p(b: int, c: int) -> float:
@@ -191,7 +193,7 @@ def main() -> None:
     teacher, ds, teacher_path = load_teacher(args.data)
     results, details = run_protocol(teacher, ds, data=args.data, regimes=args.regimes, students=args.students,
                                     methods=args.methods, seeds=args.seeds, epochs=args.epochs,
-                                    work=WORK / f"classifier-{args.data}.jsonl",
+                                    work=RUNS / f"classifier-{args.data}.jsonl",
                                     teacher_sha256=file_sha256(teacher_path))
     setup = {"grid": GRID, "epochs": args.epochs, "seeds": list(range(args.seeds)), "tune_seed": TUNE_SEED,
              "batch_size": 128, "lr": 3e-3, "optimizer": "AdamW one-cycle (kdcompile.train.fit), no input shifts",

@@ -7,7 +7,8 @@ once, by the final runs. On-policy methods run at their papers' shares (kdcompil
 Measured on held-out text: NLL, forward and reverse KL to the teacher; on held-out prompts, at temperatures 1 and
 0.7, the student's samples scored by the teacher (TNLL), by the student (self-NLL), their difference (sequence
 reverse KL), word validity and distinct-2 (kdcompile.lm_eval). Writes bench/results/kd/lm.json and lm.png (TNLL
-against self-NLL, each method at both temperatures). Every finished run is a line in the work log: a rerun skips it.
+against self-NLL, each method at both temperatures). Every finished run is a line in runs/lm.jsonl (committed): a
+rerun skips it.
 
     python -m bench.kd_lm [--seeds 0 1 2 3 4] [--methods ce fkl rkl skl gjsd hpd tip] [--stage1 600] [--stage2 600]
 """
@@ -23,11 +24,12 @@ import numpy as np
 
 from bench.kd_classifier import WorkLog
 from kdcompile.distill_lm import LMConfig, LMDistillConfig, distill_lm, train_char_lm_teacher
-from kdcompile.files import write_json
+from kdcompile.files import file_sha256, write_json
 from kdcompile.machine import machine_info
 
 RESULTS = Path(__file__).parent / "results" / "kd"
-WORK = RESULTS / "work" / "lm"
+WORK = RESULTS / "work" / "lm"  # checkpoints (ignored: retrained when missing)
+RUNS = RESULTS / "runs" / "lm.jsonl"  # finished runs (committed, so that a later sitting skips them)
 METHODS = ("ce", "fkl", "rkl", "skl", "gjsd", "hpd", "tip")
 LR_GRID = (1e-3, 3e-3)
 TEMPERATURES = ("T1.0", "T0.7")
@@ -70,12 +72,14 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("KDCOMPILE_QUIET", "1")
     teacher = teacher_path()
-    log = WorkLog(WORK / "runs.jsonl")
+    log = WorkLog(RUNS)
+    teacher_sha = file_sha256(teacher)
 
     def run(method: str, seed: int, lr: float, validation: bool) -> dict:
         init = stage1(teacher, seed, args.stage1, validation)
+        # the checkpoints' hashes: a retrained teacher or stage 1 that differs in one bit makes a new run
         key = {"method": method, "seed": seed, "lr": lr, "validation": validation, "stage1": args.stage1,
-               "stage2": args.stage2}
+               "stage2": args.stage2, "teacher_sha256": teacher_sha, "init_sha256": file_sha256(init)}
         cfg = LMDistillConfig(method=method, steps=args.stage2, seed=seed, lr=lr, init=str(init),
                               validation=validation)
         return log.run(key, lambda: summary(distill_lm(teacher, WORK / "student.pt", cfg)))

@@ -16,6 +16,7 @@ def tiny(tmp_path, monkeypatch):
     train_char_lm_teacher(teacher, LMConfig(d=32, heads=2, layers=1, context=32, steps=20, batch_size=8))
     monkeypatch.setattr(kd_lm, "WORK", tmp_path / "work")
     monkeypatch.setattr(kd_lm, "RESULTS", tmp_path)
+    monkeypatch.setattr(kd_lm, "RUNS", tmp_path / "runs" / "lm.jsonl")
     monkeypatch.setattr(kd_lm, "teacher_path", lambda: teacher)
     monkeypatch.setattr(sys, "argv", ["kd_lm", "--seeds", "0", "1", "--methods", "ce", "rkl", "--stage1", "4",
                                       "--stage2", "3"])
@@ -33,7 +34,13 @@ def test_the_lm_protocol_writes_every_method_and_reruns_from_its_log(tiny):
     work = tiny / "work"
     assert sorted(p.name for p in work.glob("stage1_*.pt")) == ["stage1_seed0_s4.pt", "stage1_seed0_val_s4.pt",
                                                                 "stage1_seed1_s4.pt"]
-    lines = (work / "runs.jsonl").read_text().splitlines()
+    lines = (tiny / "runs" / "lm.jsonl").read_text().splitlines()
     assert len(lines) == 2 * len(kd_lm.LR_GRID) + 2 * 2  # grid on validation, then 2 methods x 2 seeds
     kd_lm.main()  # everything is in the log: nothing trains again
-    assert (work / "runs.jsonl").read_text().splitlines() == lines
+    assert (tiny / "runs" / "lm.jsonl").read_text().splitlines() == lines
+    # a work folder lost between sittings (checkpoints retrained bit for bit): the kept log still holds every run
+    import shutil
+
+    shutil.rmtree(work)
+    kd_lm.main()
+    assert (tiny / "runs" / "lm.jsonl").read_text().splitlines() == lines
