@@ -51,14 +51,20 @@ def prepare(net: str, pickers: list[str], work: Path, population: int = POPULATI
     for picker in pickers:
         lib, kept = work / f"untuned-{picker}.so", work / f"defaults-{picker}.seconds.json"
         if not lib.exists():
+            before = json.loads(kept.read_text()) if kept.exists() else 0.0
             t0 = time.time()
+
+            def on_task(task: str) -> None:  # called within this iteration only
+                # written as each task starts: an interrupted picker keeps the seconds of the tasks it finished
+                write_json(kept, before + time.time() - t0)
+                print(f"  {net} {picker}: {task}", flush=True)
+
             made = defaults.default_schedules(mod, target, work / f"defaults-{picker}",
                                               plugins.make(plugins.PICKERS, picker),
                                               population=defaults.population_for(picker, population),
-                                              on_task=lambda t: print(f"  {net} {picker}: {t}", flush=True))
+                                              on_task=on_task)
             if made or not kept.exists():  # a resumed picker adds the seconds of the tasks it had left
-                before = json.loads(kept.read_text()) if kept.exists() else 0.0
-                kept.write_text(json.dumps(before + time.time() - t0))
+                write_json(kept, before + time.time() - t0)
             build.compile_tuned(mod, target, None, lib, defaults_dir=work / f"defaults-{picker}")
         seconds[picker] = json.loads(kept.read_text()) if kept.exists() else None
     return seconds
