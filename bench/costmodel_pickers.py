@@ -63,8 +63,8 @@ def prepare(net: str, pickers: list[str], work: Path, population: int = POPULATI
                                               plugins.make(plugins.PICKERS, picker),
                                               population=defaults.population_for(picker, population),
                                               on_task=on_task)
-            if made or not kept.exists():  # a resumed picker adds the seconds of the tasks it had left
-                write_json(kept, before + time.time() - t0)
+            del made  # a sitting that made none still spent its seconds (checking, or failing to make one)
+            write_json(kept, before + time.time() - t0)  # a resumed picker adds the seconds of this sitting
             build.compile_tuned(mod, target, None, lib, defaults_dir=work / f"defaults-{picker}")
         seconds[picker] = json.loads(kept.read_text()) if kept.exists() else None
     return seconds

@@ -17,7 +17,7 @@ its trial count and elapsed seconds after every batch).
 The population is TVM 0.27's EvolutionarySearch default, 512, unless --population says otherwise; another
 population writes tuning_pop<P>.json/png.
 The benchmark resumes run by run: each finished run is written to
-runs/<net>/pop<P>-trials<T>/<model>/seed<k>.json beside the results (committed: a sitting's work folder does not
+runs/<net>@b<batch>/pop<P>-trials<T>/<model>/seed<k>.json beside the results (committed: a sitting's work folder does not
 outlive it), with its trial log (task and seconds of every measurement, from which the curves are computed), and
 is read back, not redone; an unfinished run starts again from nothing, since a cost model's online state cannot be
 resumed. Seeds are outermost, so a stopped benchmark has every network and model at the same seeds. The machine's
@@ -61,6 +61,16 @@ def network_module(name: str, batch: int, work: Path):
     return lowering.lower(lowering.import_onnx(onnx_path, INPUT_NAME, shape), target), target
 
 
+def shipped_weights_sha256(model: str) -> str | None:
+    """The hash of the shipped checkpoint a cost model loads (None for one that learns from the run alone): a kept
+    run made with other weights is not this model's run."""
+    from costmodel.plugin import WEIGHTS
+    from kdcompile.files import file_sha256
+
+    name = {"mamba": "mamba_cpu.pt", "mamba-small": "mamba_cpu_small.pt", "xgb-pretrained": "xgb_cpu.tar"}.get(model)
+    return file_sha256(WEIGHTS / name) if name and (WEIGHTS / name).exists() else None
+
+
 def run(mod, target, work: Path, kept: Path, model: str, seed: int, trials: int, population: int) -> dict:
     """One tuning run in `work` (started afresh unless `kept` holds it finished): its trial log, timeline and
     seconds spent. A finished run is written to `kept`, a committed file, so that it outlives the work folder."""
@@ -72,11 +82,14 @@ def run(mod, target, work: Path, kept: Path, model: str, seed: int, trials: int,
     from kdcompile.files import write_json
     from kdcompile.tvm_layer import cost_models, lowering, records, search
 
+    weights_sha = shipped_weights_sha256(model)
     if kept.exists():
         got = json.loads(kept.read_text())
-        if (got["trials_asked"], got["population"]) == (trials, population):
+        # a run without the hash predates it (commit 29a5182, made with today's shipped weights: see git log)
+        same_weights = got.get("weights_sha256", weights_sha) == weights_sha
+        if (got["trials_asked"], got["population"]) == (trials, population) and same_weights:
             return got
-        print(f"  {kept}: finished with other settings, run again", flush=True)
+        print(f"  {kept}: finished with other settings or other shipped weights, run again", flush=True)
     if work.exists():
         print(f"  {work}: unfinished, started again", flush=True)
         shutil.rmtree(work)
@@ -96,7 +109,8 @@ def run(mod, target, work: Path, kept: Path, model: str, seed: int, trials: int,
     wall = time.perf_counter() - start
     scorer = getattr(inner, "scorer", None)
     tasks = lowering.extract_tasks(mod, target)
-    out = {"model": model, "seed": seed, "trials": records.count_records(work), "trials_asked": trials,
+    out = {"model": model, "seed": seed, "weights_sha256": weights_sha,
+           "trials": records.count_records(work), "trials_asked": trials,
            "population": population, "tuning_seconds": wall,
            "costmodel_seconds": cost_model.seconds, "timeline": timeline,
            "featurised": getattr(scorer, "featurised", None), "online_rounds": getattr(scorer, "rounds", None),
@@ -176,6 +190,8 @@ def common_curves(runs: list[dict]) -> list[dict]:
     weights = runs[0]["weights"]
     common = set.intersection(*[measured_in(r["log"]) for r in runs])
     kept = {n: w for n, w in weights.items() if n in common}
+    if not kept:
+        raise SystemExit(f"no task has a measured program in every run ({len(runs)} runs): no curve to compare")
     left_out = sorted(n for n in weights if n not in common)
     return [{**r, "curve": curve_of(r["log"], kept), "left_out_tasks": left_out} for r in runs]
 

@@ -78,7 +78,8 @@ RpcOpt = typer.Option(None, "--rpc", help="tracker_host:port:key: time the candi
 PopulationOpt = typer.Option(None, "--population", min=8, help="Programs the evolutionary search evolves per round, from "
                              "which it picks the ones to measure (default: TVM's 512; at least 8, since a quarter of "
                              "each round must be programs not yet measured). Smaller rounds are cheaper and explore "
-                             "less (bench/results/demo/). Default schedules (--defaults) always evolve 256.")
+                             "less (bench/results/demo/). Default schedules (--defaults) evolve 256 (16 with the untrained "
+                             "random picker).")
 ModelsOpt = typer.Option(None, "--models", help="Which models to tune: student, teacher or both (default: every "
                          "model of the run; a run made for an ONNX file has one, named model).")
 AugmentOpt = typer.Option(None, "--augment-pixels", help="Shift image inputs randomly by up to this many pixels "
@@ -241,6 +242,9 @@ def distill_lm(ctx: typer.Context, teacher: Path = typer.Argument(..., help="A c
                teacher_top_k: int = typer.Option(0, "--teacher-top-k", help="Tail guard: compare student and "
                                                  "teacher on the teacher's top-k tokens only, both renormalised "
                                                  "there (0: the whole vocabulary)."),
+               teacher_mix: float = typer.Option(0.0, "--teacher-mix", help="Guard for on-policy batches: draw "
+                                                 "each generated token from (1 - m) student + m teacher "
+                                                 "(0: the student alone)."),
                seed: int = typer.Option(0, "--seed"), config: Optional[Path] = ConfigOpt) -> None:
     """Token-level distillation of a causal character LM (forward/reverse KL, JSD, skew KL, HPD, TIP)."""
     from kdcompile.config import build

@@ -105,12 +105,19 @@ def char_lm(vocab: int, d: int = 128, heads: int = 4, layers: int = 4, context: 
 
 @torch.no_grad()
 def sample_continuations(model: nn.Module, prompts: torch.Tensor, new_tokens: int, gen: torch.Generator,
-                         temperature: float = 1.0) -> torch.Tensor:
-    """Extend prompts (b, l0) by `new_tokens` characters sampled from `model`: (b, l0 + new_tokens)."""
+                         temperature: float = 1.0, teacher: nn.Module | None = None,
+                         teacher_mix: float = 0.0) -> torch.Tensor:
+    """Extend prompts (b, l0) by `new_tokens` characters sampled from `model`: (b, l0 + new_tokens). With
+    `teacher` and `teacher_mix` m > 0, each character is drawn from (1 - m) p_model + m p_teacher (teacher-mixed
+    sampling: the student's prefixes stay near text the teacher finds likely)."""
     seq = prompts
     for _ in range(new_tokens):
-        logits = model(seq[:, -model.context:])[:, -1].float() / temperature
-        nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=gen)
+        window = seq[:, -model.context:]
+        probs = torch.softmax(model(window)[:, -1].float() / temperature, -1)
+        if teacher is not None and teacher_mix:
+            probs = (1 - teacher_mix) * probs + teacher_mix * torch.softmax(teacher(window)[:, -1].float()
+                                                                            / temperature, -1)
+        nxt = torch.multinomial(probs, 1, generator=gen)
         seq = torch.cat([seq, nxt], dim=1)
     return seq
 

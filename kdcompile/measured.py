@@ -40,7 +40,9 @@ def measured_in(log: list) -> set[str]:
 def curve_of(log: list, weights: dict[str, int]) -> list[float | None]:
     """After each trial of a `trial_log`: the network's latency as MetaSchedule's task scheduler estimates it, the
     sum over the tasks in `weights` (name -> occurrences) of occurrences x best seconds measured so far; None while
-    one of them has no successful measurement yet."""
+    one of them has no successful measurement yet (every point, when `weights` is empty)."""
+    if not weights:
+        return [None] * len(log)
     best: dict[str, float] = {}
     curve = []
     for name, secs in log:

@@ -45,6 +45,13 @@ def test_curves_come_from_the_kept_trial_logs_over_the_tasks_every_run_measured(
     assert [g["left_out_tasks"] for g in got] == [["c"], ["c"]]
     assert got[0]["curve"] == [None, 7.0, 7.0, 5.0, 5.0]  # 2 x best(a) + best(b); another workload's trial counts
     assert got[1]["curve"] == [None, None, 10.0, 9.0, 9.0]
+    # no task measured by every run: no curve (an empty sum would read as a latency of 0 ms), and a clear stop
+    from kdcompile.measured import curve_of
+
+    assert curve_of(a["log"], {}) == [None] * 5
+    nothing = {"weights": weights, "log": [("a", None), ("b", None)]}
+    with pytest.raises(SystemExit, match="no task has a measured program in every run"):
+        common_curves([a, nothing])
 
 
 def test_seconds_at_reads_the_first_batch_that_holds_the_trial():

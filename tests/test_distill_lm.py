@@ -138,3 +138,29 @@ def test_the_linear_on_policy_schedule_starts_off_policy_and_calibration_reports
     d = ramp["diagnostics"]
     assert 0 <= d["teacher_tail_mass"] <= 1 and d["teacher_ece"] >= 0
     assert set(d["teacher_on_student_prefixes"]) == {"top1", "entropy"}
+
+
+def test_teacher_mixed_sampling_draws_from_the_mixture(teacher, tmp_path):
+    """m = 0 is the student's own sampling, m = 1 the teacher's, draw for draw (same generator); a bad share is
+    refused before training."""
+    import torch
+
+    from kdcompile.errors import KdError
+    from kdcompile.lm import char_lm, sample_continuations
+    from kdcompile.load import load_model
+
+    loaded = load_model(teacher)
+    t, kw = loaded.module.eval(), loaded.meta["arch_kwargs"]
+    torch.manual_seed(0)
+    s = char_lm(vocab=kw["vocab"], d=16, heads=2, layers=1, context=kw["context"]).eval()
+    prompts = torch.randint(0, 10, (4, 8))
+
+    def draw(model, **kw):
+        with torch.no_grad():
+            return sample_continuations(model, prompts, 12, torch.Generator().manual_seed(3), **kw)
+
+    assert torch.equal(draw(s, teacher=t, teacher_mix=0.0), draw(s))
+    assert torch.equal(draw(s, teacher=t, teacher_mix=1.0), draw(t))
+    assert not torch.equal(draw(s, teacher=t, teacher_mix=0.5), draw(s))
+    with pytest.raises(KdError, match="--teacher-mix is a share"):
+        distill_lm(teacher, tmp_path / "s.pt", LMDistillConfig(teacher_mix=1.5, steps=2, batch_size=4))

@@ -19,7 +19,7 @@ def tiny(tmp_path, monkeypatch):
     monkeypatch.setattr(kd_lm, "RUNS", tmp_path / "runs" / "lm.jsonl")
     monkeypatch.setattr(kd_lm, "teacher_path", lambda: teacher)
     monkeypatch.setattr(sys, "argv", ["kd_lm", "--seeds", "0", "1", "--methods", "ce", "rkl", "--stage1", "4",
-                                      "--stage2", "3"])
+                                      "--stage2", "3", "--guards"])
     return tmp_path
 
 
@@ -35,7 +35,16 @@ def test_the_lm_protocol_writes_every_method_and_reruns_from_its_log(tiny):
     assert sorted(p.name for p in work.glob("stage1_*.pt")) == ["stage1_seed0_s4.pt", "stage1_seed0_val_s4.pt",
                                                                 "stage1_seed1_s4.pt"]
     lines = (tiny / "runs" / "lm.jsonl").read_text().splitlines()
-    assert len(lines) == 2 * len(kd_lm.LR_GRID) + 2 * 2  # grid on validation, then 2 methods x 2 seeds
+    # grid on validation, then 2 methods x 2 seeds, then rkl's two guards x 2 seeds (its "off" is the protocol's run)
+    assert len(lines) == 2 * len(kd_lm.LR_GRID) + 2 * 2 + 2 * 2
+    guards = json.loads((tiny / "guards.json").read_text())
+    assert set(guards) == {"rkl", "_setup"}  # ce has no divergence to guard
+    assert set(guards["rkl"]) == {"off", "lr", "teacher_top_k", "calibrated_teacher"}  # no on-policy guard for rkl
+    top_k = guards["rkl"]["teacher_top_k"]
+    assert top_k["delta_nll_mean"] == pytest.approx(top_k["nll_mean"] - guards["rkl"]["off"]["nll_mean"])
+    assert guards["rkl"]["off"]["nll_mean"] == out["rkl"]["nll_mean"]
+    runs = [json.loads(line) for line in lines]
+    assert sum('"teacher_top_k": 10' in r["key"] for r in runs) == 2
     kd_lm.main()  # everything is in the log: nothing trains again
     assert (tiny / "runs" / "lm.jsonl").read_text().splitlines() == lines
     # a work folder lost between sittings (checkpoints retrained bit for bit): the kept log still holds every run
