@@ -185,9 +185,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=EPOCHS)
     ap.add_argument("--data", choices=("mnist", "digits"), default="mnist")
     ap.add_argument("--out", type=Path, default=None, help="default: bench/results/kd/classifier[-digits].json")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: every core; 1 lets several "
+                    "sittings over different --students share the cores without contending for them)")
     args = ap.parse_args()
     os.environ.setdefault("KDCOMPILE_QUIET", "1")
-    threads = cores()
+    threads = args.threads or cores()
     torch.set_num_threads(threads)
     out = args.out or RESULTS / ("classifier.json" if args.data == "mnist" else "classifier-digits.json")
     teacher, ds, teacher_path = load_teacher(args.data)
