@@ -15,7 +15,7 @@ methods it applies to, at the method's chosen learning rate and the same seeds a
 it off (the protocol's own run). Writes bench/results/kd/guards.json.
 
     python -m bench.kd_lm [--seeds 0 1 2 3 4] [--methods ce fkl rkl skl gjsd hpd tip] [--stage1 600] [--stage2 600]
-        [--guards]
+        [--guards] [--guard-seeds 0 1]
 """
 
 from __future__ import annotations
@@ -82,6 +82,8 @@ def main() -> None:
     ap.add_argument("--stage1", type=int, default=600, help="CE steps of stage 1")
     ap.add_argument("--stage2", type=int, default=600, help="steps of every method in stage 2")
     ap.add_argument("--guards", action="store_true", help="also measure each guard on and off (guards.json)")
+    ap.add_argument("--guard-seeds", type=int, nargs="+", default=None, help="the seeds of the guard comparison "
+                    "(default: --seeds; each is paired with the protocol's run of the same seed)")
     args = ap.parse_args()
     os.environ.setdefault("KDCOMPILE_QUIET", "1")
     teacher = teacher_path()
@@ -110,16 +112,18 @@ def main() -> None:
     write_json(RESULTS / "lm.json", results | {"_setup": setup | {"command": "python -m bench.kd_lm"}})
     plot(results, RESULTS / "lm.png")
     if args.guards:
+        guard_seeds = args.guard_seeds or args.seeds
         guards = {}
         for m in (m for m in args.methods if any(m in applies for _, applies in GUARDS.values())):
-            off = [run(m, seed, chosen[m], False) for seed in args.seeds]
+            off = [run(m, seed, chosen[m], False) for seed in guard_seeds]
             guards[m] = {"off": aggregate(off), "lr": chosen[m]}
             for name, (fields, applies) in GUARDS.items():
                 if m in applies:
-                    on = [run(m, seed, chosen[m], False, fields) for seed in args.seeds]
+                    on = [run(m, seed, chosen[m], False, fields) for seed in guard_seeds]
                     guards[m][name] = aggregate(on) | paired_deltas(on, off)
         write_json(RESULTS / "guards.json", guards | {"_setup": setup | {
-            "guards": {n: f for n, (f, _) in GUARDS.items()}, "command": "python -m bench.kd_lm --guards",
+            "guard_seeds": guard_seeds, "guards": {n: f for n, (f, _) in GUARDS.items()},
+            "command": "python -m bench.kd_lm --guards",
             "delta": "guard on minus off, same seed, mean and std over seeds (lower NLL and TNLL are better)"}})
 
 
