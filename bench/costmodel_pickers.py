@@ -59,12 +59,11 @@ def prepare(net: str, pickers: list[str], work: Path, population: int = POPULATI
                 write_json(kept, before + time.time() - t0)
                 print(f"  {net} {picker}: {task}", flush=True)
 
-            made = defaults.default_schedules(mod, target, work / f"defaults-{picker}",
+            defaults.default_schedules(mod, target, work / f"defaults-{picker}",
                                               plugins.make(plugins.PICKERS, picker),
                                               population=defaults.population_for(picker, population),
                                               on_task=on_task)
-            del made  # a sitting that made none still spent its seconds (checking, or failing to make one)
-            write_json(kept, before + time.time() - t0)  # a resumed picker adds the seconds of this sitting
+            write_json(kept, before + time.time() - t0)  # a resumed picker adds this sitting's seconds, made or not
             build.compile_tuned(mod, target, None, lib, defaults_dir=work / f"defaults-{picker}")
         seconds[picker] = json.loads(kept.read_text()) if kept.exists() else None
     return seconds

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +110,8 @@ def main() -> None:
     setup = {"seeds": args.seeds, "stage1_steps": args.stage1, "stage2_steps": args.stage2, "lr_grid": LR_GRID,
              "lr_chosen_on": "validation split of the training text, seed 0",
              "date": datetime.date.today().isoformat(), "machine": machine_info(2)}
-    write_json(RESULTS / "lm.json", results | {"_setup": setup | {"command": "python -m bench.kd_lm"}})
+    command = " ".join(["python -m bench.kd_lm", *sys.argv[1:]])  # what was run, to regenerate it
+    write_json(RESULTS / "lm.json", results | {"_setup": setup | {"command": command}})
     plot(results, RESULTS / "lm.png")
     if args.guards:
         guard_seeds = args.guard_seeds or args.seeds
@@ -123,7 +125,7 @@ def main() -> None:
                     guards[m][name] = aggregate(on) | paired_deltas(on, off)
         write_json(RESULTS / "guards.json", guards | {"_setup": setup | {
             "guard_seeds": guard_seeds, "guards": {n: f for n, (f, _) in GUARDS.items()},
-            "command": "python -m bench.kd_lm --guards",
+            "command": command,
             "delta": "guard on minus off, same seed, mean and std over seeds (lower NLL and TNLL are better)"}})
 
 
