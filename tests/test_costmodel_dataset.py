@@ -235,19 +235,22 @@ def test_collection_resumes_after_a_kill(tmp_path):
     out, cache = tmp_path / "ds", tmp_path / "cache"
     cmd = [sys.executable, "-c", COLLECT, str(out), str(cache)]
     env = dict(os.environ, KDCOMPILE_QUIET="1")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    log = tmp_path / "collect.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 300
 
     def n_records():
         return ProgramDataset(out).count()["records"] if (out / "tasks").exists() else 0
 
-    while time.time() < deadline and n_records() < 4:
+    while time.time() < deadline and n_records() < 4 and proc.poll() is None:
         time.sleep(0.5)
+    exited = proc.poll()
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     first = ProgramDataset(out).count()["records"]
-    assert 4 <= first < 12 * len(ProgramDataset(out).task_hashes())
+    assert exited is None, f"the collector ended (rc {exited}) before it could be killed:\n{log.read_text()[-2000:]}"
+    assert 4 <= first < 12 * len(ProgramDataset(out).task_hashes()), log.read_text()[-2000:]
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ds = ProgramDataset(out)
     exhausted = ds.exhausted()

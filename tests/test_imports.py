@@ -55,3 +55,36 @@ def test_the_shape_test_sees_a_deferred_import(tmp_path):
     f = tmp_path / "m.py"
     f.write_text("def f():\n    from tvm import relax\n    import bench.e2e\n")
     assert _imports(f) == {"tvm", "bench"}
+
+
+def test_the_tvm_layers_inspect_memo_describes_every_frame_as_inspect_does(tmp_path, monkeypatch):
+    """kdcompile.tvm_layer memoises inspect's module lookup for frames with no file on disk (why: its __init__);
+    a stack taken inside an import, from code compiled as `<ast>` (as TVMScript compiles), reads the same without it."""
+    import inspect
+    import os
+
+    import kdcompile.tvm_layer  # noqa: F401 - puts the memo in place
+
+    (tmp_path / "stacked.py").write_text(
+        "import inspect\n"
+        "ns = {'inspect': inspect}\n"
+        "exec(compile('stack = [f[1:] for f in inspect.stack()]', '<ast>', 'exec'), ns)\n"
+        "STACK = ns['stack']\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def stack():
+        sys.modules.pop("stacked", None)
+        import stacked
+        return stacked.STACK
+
+    stacks, saved = [], {}
+    for memo_on in (True, False):
+        if not memo_on:
+            memo = {os.path.normcase(os.path.abspath(f[0])) for f in stacks[0]} & set(inspect.modulesbyfile)
+            assert any("<ast>" in k for k in memo) and any("<frozen importlib" in k for k in memo), memo
+            saved = {k: inspect.modulesbyfile.pop(k) for k in memo}
+        try:
+            stacks.append(stack())  # one call site, so that both stacks can be equal
+        finally:
+            inspect.modulesbyfile.update(saved)
+    assert stacks[0] == stacks[1]

@@ -20,8 +20,27 @@ Facts measured on this machine (../shared/research/tvm_notes.md) are kept beside
 The TVM runtime sizes its thread pool when it starts, so the thread count is set here, before any `import tvm`.
 """
 
+import inspect
 import os
 
 from kdcompile.machine import cores
 
 os.environ.setdefault("TVM_NUM_THREADS", str(cores()))
+
+
+def _skip_inspect_scans() -> None:
+    """Make MetaSchedule's first TuneContext cost 3 s instead of 24-100 s (measured 2026-12-02, torch loaded).
+
+    That first TuneContext imports TVM's tensor intrinsics: hundreds of TVMScript functions, each parsed after an
+    `inspect.stack()`. For every frame whose file is not on disk (the import machinery's frozen modules, the
+    expressions TVMScript compiles from `<ast>`), `inspect.getmodule` walks all ~2,000 loaded modules before
+    answering None. Here that answer is memoised in inspect's own file-to-module cache, under a module name that
+    is never loaded, so the lookup still answers None, at once. Keys are absolute paths, made from the working
+    directory: a process that moves elsewhere before its first tuning is only slower, never wrong. Under load the
+    scans took a collector 4 minutes before its first measurement (tests/test_costmodel_dataset.py waited 300 s).
+    """
+    for name in ("<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>", "<ast>"):
+        inspect.modulesbyfile.setdefault(os.path.normcase(os.path.abspath(name)), "<no module: kdcompile>")
+
+
+_skip_inspect_scans()
