@@ -1,7 +1,7 @@
 """Online tuning of a held-out network with each cost model: best latency against trials, seeds, time in the model.
 
     python -m bench.costmodel_tuning                  # MobileNet-V2 and BERT-base @b1, 500 trials, 3 seeds, 3 models
-    python -m bench.costmodel_tuning --seeds 0 --population 256     # another population: tuning_pop256.json
+    python -m bench.costmodel_tuning --seeds 0 --population 256     # another population: tuning_pop256_<machine>.json
 
 Every run tunes the whole network (all its tasks, MetaSchedule's gradient task scheduler, kdcompile's space and
 lowering) with the same trial budget, evolutionary population and seed; only the cost model differs:
@@ -17,12 +17,13 @@ its trial count and elapsed seconds after every batch).
 The population is TVM 0.27's EvolutionarySearch default, 512, unless --population says otherwise; another
 population writes tuning_pop<P>.json/png.
 The benchmark resumes run by run: each finished run is written to
-runs/<net>@b<batch>/pop<P>-trials<T>/<model>/seed<k>.json beside the results (committed: a sitting's work folder does not
-outlive it), with its trial log (task and seconds of every measurement, from which the curves are computed), and
-is read back, not redone; an unfinished run starts again from nothing, since a cost model's online state cannot be
-resumed. Seeds are outermost, so a stopped benchmark has every network and model at the same seeds. The machine's
-matmul reference (onnxruntime, 1024^3) is measured before and after each run. Writes tuning.json and tuning.png
-to bench/results/costmodel/.
+runs/<machine>/<net>@b<batch>/pop<P>-trials<T>/<model>/seed<k>.json beside the results (committed: a sitting's work
+folder does not outlive it), with its trial log (task and seconds of every measurement, from which the curves are
+computed), and is read back, not redone; an unfinished run starts again from nothing, since a cost model's online
+state cannot be resumed. <machine> is the dataset's name for this CPU (e.g. cpu-znver4-2c): the VM is not always
+the same CPU, and a seed measured on one must not be averaged with seeds of another. Seeds are outermost, so a
+stopped benchmark has every network and model at the same seeds. The machine's matmul reference (onnxruntime,
+1024^3) is measured before and after each run. Writes tuning_<machine>.json and .png to bench/results/costmodel/.
 """
 
 from __future__ import annotations
@@ -266,8 +267,12 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--plot-only", action="store_true", help="Redraw the plot from the results file, without tuning.")
+    ap.add_argument("--machine", help="With --plot-only: whose results to redraw (default: this machine's).")
     args = ap.parse_args()
-    name = "tuning" if args.population == POPULATION else f"tuning_pop{args.population}"
+    from costmodel.collect import hardware_name
+
+    machine = args.machine or hardware_name(THREADS)
+    name = ("tuning" if args.population == POPULATION else f"tuning_pop{args.population}") + f"_{machine}"
     if args.plot_only:
         plot_all(json.loads((args.out / f"{name}.json").read_text()), args.out, name)
         return
@@ -287,14 +292,14 @@ def main() -> None:
                 print(f"{net}@b{args.batch} {model} seed {seed}", flush=True)
                 where = (Path(f"{net}@b{args.batch}") / f"pop{args.population}-trials{args.trials}" / model
                          / f"seed{seed}")
-                runs[net].append(run(mod, target, work.parent / where, args.out / "runs" / f"{where}.json",
+                runs[net].append(run(mod, target, work.parent / where, args.out / "runs" / machine / f"{where}.json",
                                      model, seed, args.trials, args.population))
     nets = {}
     for net, r in runs.items():
         summary = summarise(common_curves(r))
         nets[f"{net}@b{args.batch}"] = {**summary, "tasks": len(r[0]["weights"]),
                                         **roof(net, args.batch, summary)}
-    setup = {"trials": args.trials, "population": args.population, "seeds": args.seeds, "models": args.models,
+    setup = {"machine": machine, "trials": args.trials, "population": args.population, "seeds": args.seeds, "models": args.models,
              "threads": THREADS, "date": time.strftime("%Y-%m-%d")}
     cm_share = [r["costmodel_seconds"] / r["tuning_seconds"] for rs in runs.values() for r in rs
                 if r["model"] == "mamba"]
