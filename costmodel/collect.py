@@ -142,7 +142,8 @@ def collect(cfg: CollectConfig = CollectConfig()) -> dict:
     exhausted (not retried on resume) only when its search came back with an empty batch: one that held no
     program the task did not already have, or none at all.
     """
-    from kdcompile.tvm_layer.programs import known_programs, measure_programs, workload_module
+    from kdcompile.tvm_layer.programs import (close_workers, known_programs, measure_programs, measurement_workers,
+                                              workload_module)
     from kdcompile.tvm_layer.target import local_gpu, parse_target, target_dict, tvm_version
 
     unknown = set(cfg.networks) - set(zoo.NETWORKS)
@@ -176,6 +177,7 @@ def collect(cfg: CollectConfig = CollectConfig()) -> dict:
     total = sum(missing(h, s, full) for h in order for s in full)
     start, measured = time.time(), [0]
     stop = stop_after_batch()
+    workers = measurement_workers(cfg.repeats, rpc=cfg.rpc)
     try:
         with progress() as bar:
             job = bar.add_task("collect", total=total, info="")
@@ -224,7 +226,8 @@ def collect(cfg: CollectConfig = CollectConfig()) -> dict:
                         try:
                             measure_programs(mod, target, source, n, min(cfg.per_iter, n), seed, sink,
                                              cfg.cache.expanduser() / "ms_logs", repeats=cfg.repeats, rpc=cfg.rpc,
-                                             database=known, is_known=lambda t, seen=seen: trace_key(t) in seen)
+                                             database=known, is_known=lambda t, seen=seen: trace_key(t) in seen,
+                                             workers=workers)
                         except Exception:  # a worker starting up when Ctrl-C came (before it could ignore it)
                             if not stop["asked"]:
                                 raise
@@ -240,6 +243,7 @@ def collect(cfg: CollectConfig = CollectConfig()) -> dict:
                         f.pack()
     finally:
         release(stop)
+        close_workers(workers)
     return ds.count()
 
 

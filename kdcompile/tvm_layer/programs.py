@@ -127,12 +127,14 @@ def known_programs(mod: tvm.IRModule, target_json: dict, records: list[dict]):
 def measure_programs(mod: tvm.IRModule, target: tvm.target.Target, strategy: str, num_trials: int,
                      per_batch: int, seed: int, sink: Callable[[list[dict]], None], work_dir: Path,
                      repeats: int = 5, min_repeat_ms: int = 15, with_features: bool = False,
-                     rpc: str | None = None, database=None, is_known: Callable[[list], bool] | None = None) -> None:
+                     rpc: str | None = None, database=None, is_known: Callable[[list], bool] | None = None,
+                     workers: tuple | None = None) -> None:
     """Sample and measure `num_trials` programs of one task; `strategy` is "random" (replay-trace: random
     samples of the design space) or "evolutionary" (MetaSchedule's search with XGBoost, so good programs
     are present). Builds run in parallel; measurements one at a time with `repeats` timed repeats each.
     `database`: what the search knows before it starts (default: nothing; `known_programs` makes one);
-    `is_known(trace_json)`: programs not to propose again (`NewProgramsOnly`)."""
+    `is_known(trace_json)`: programs not to propose again (`NewProgramsOnly`); `workers`: a builder and runner to
+    reuse (`measurement_workers`), else fresh ones: each fresh worker process imports TVM, about 4 s here."""
     inner = {"random": ms.search_strategy.ReplayTrace, "evolutionary": ms.search_strategy.EvolutionarySearch}
     search = NewProgramsOnly(inner[strategy](), is_known)
     quiet_ms_logging()
@@ -142,9 +144,22 @@ def measure_programs(mod: tvm.IRModule, target: tvm.target.Target, strategy: str
     quiet_ms_logging()
     ms.tune_tasks(tasks=[ctx], task_weights=[1.0], work_dir=str(work_dir), max_trials_global=num_trials,
                   num_trials_per_iter=per_batch, database=database if database is not None else "memory",
-                  builder=builder(), runner=runner(evaluator(repeats, min_repeat_ms), rpc),
+                  builder=workers[0] if workers else builder(),
+                  runner=workers[1] if workers else runner(evaluator(repeats, min_repeat_ms), rpc),
                   cost_model="xgb" if strategy == "evolutionary" else "random",
                   measure_callbacks=measure_callbacks([RecordingCallback(sink, with_features)]))
+
+
+def measurement_workers(repeats: int = 5, min_repeat_ms: int = 15, rpc: str | None = None) -> tuple:
+    """A builder and a runner for many `measure_programs` calls; close both (`close_workers`) when done. A
+    collector measures a few programs of each of hundreds of tasks: with fresh workers per task, 72% of its CPU
+    time went to worker processes importing TVM and torch (py-spy, 2026-12-02, 8 programs/min)."""
+    return builder(), runner(evaluator(repeats, min_repeat_ms), rpc)
+
+
+def close_workers(workers: tuple) -> None:
+    for w in workers:
+        w.close()
 
 
 def schedules_from_traces(workload_json: list, target_json: dict, traces: list[list], strict: bool = True):
