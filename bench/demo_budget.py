@@ -2,13 +2,17 @@
 
     python -m bench.demo_budget runs/demo                    # a tuned run folder (make demo leaves runs/demo)
     python -m bench.demo_budget runs/demo --configs xgb mamba@256 --trials 200
+    python -m bench.demo_budget runs/demo --configs mamba@256 mamba@256+known     # picked defaults vs known programs
 
 Each config (cost model @ evolutionary population) tunes the run's student afresh, with `kdcompile tune`, in its
 own copy of the run folder (the student, its ONNX file and its default schedules are copied; the layout is the
-one the run chose), for the same trial budget. Then every build and onnxruntime are timed in one fresh process,
+one the run chose), for the same trial budget. "+known" starts each task the dataset has measured from its
+fastest program there (`kdcompile tune --known dataset`); without it, every default is picked (`--known none`).
+Each config picks its own defaults: the run's are not copied. Then every build and onnxruntime are timed in one fresh process,
 in rounds that take turns (this VM drifts between fast and slow phases), 2 threads each: TVM / onnxruntime is the
 median of round medians, with the paired median beside it. The matmul reference is measured before and after.
-A config whose folder already holds a tuned build is not tuned again. Writes budget<trials>.json to bench/results/demo/.
+A config whose folder already holds a tuned build is not tuned again. Writes budget<trials>_<machine>.json to
+bench/results/demo/ (<machine>: the dataset's name for this CPU; budget200.json is the Intel Xeon run of 2026-12-02).
 """
 
 from __future__ import annotations
@@ -27,13 +31,15 @@ OUT = Path(__file__).resolve().parent / "results" / "demo"
 CONFIGS = ("xgb", "xgb@256", "mamba", "mamba@256")  # no @: TVM's default population (512), what `tune` runs
 THREADS = 2
 # what a copy of the run folder leaves behind: the tuning and what comes of it
-DROP = shutil.ignore_patterns("tune", "tune.json", "*_tvm.so", "report.*")
+DROP = shutil.ignore_patterns("tune", "tune.json", "*_tvm.so", "report.*", "*_defaults", "*_layouts")
 
 
-def parse(config: str) -> tuple[str, int | None]:
-    """"xgb@256" -> ("xgb", 256); "xgb" -> ("xgb", None): TVM's default population."""
+def parse(config: str) -> tuple[str, int | None, str]:
+    """"xgb@256+known" -> ("xgb", 256, "dataset"); "xgb" -> ("xgb", None, "none"): TVM's default population, every
+    default picked."""
+    config, plus, _ = config.partition("+known")
     model, _, population = config.partition("@")
-    return model, int(population) if population else None
+    return model, int(population) if population else None, "dataset" if plus else "none"
 
 
 def prepare(run: Path, work: Path, config: str, trials: int) -> dict:
@@ -51,15 +57,15 @@ def prepare(run: Path, work: Path, config: str, trials: int) -> dict:
     if done.get("onnx_sha256") != file_sha256(run / "student.onnx") or not done.get("lib_sha256"):
         shutil.rmtree(folder, ignore_errors=True)
         shutil.copytree(run, folder, ignore=DROP)
-        model, population = parse(config)
+        model, population, known = parse(config)
         cmd = [sys.executable, "-m", "kdcompile.cli", "tune", str(folder), "--models", "student", "--trials",
-               str(trials), "--cost-model", model, "--layout", layout, "--threads", str(THREADS)]
+               str(trials), "--cost-model", model, "--known", known, "--layout", layout, "--threads", str(THREADS)]
         cmd += [] if population is None else ["--population", str(population)]
         print(" ".join(cmd), flush=True)
         if subprocess.run(cmd).returncode:
             raise SystemExit(f"tuning with {config} failed (its output is above); {folder} is tuned again next time.")
     tuned = json.loads((folder / "tune.json").read_text())["student"]
-    return {k: tuned[k] for k in ("trials", "tuning_s", "tasks", "layout", "tvm_max_abs")}
+    return {k: tuned.get(k) for k in ("trials", "tuning_s", "tasks", "layout", "tvm_max_abs", "known_defaults")}
 
 
 def measure_builds(work: Path, configs: list[str], rounds: int) -> dict:
@@ -93,6 +99,7 @@ def main() -> None:
         print(json.dumps(measure_builds(work, args.configs, args.rounds)))
         return
     from bench.common import measured_json, stamp
+    from costmodel.collect import hardware_name
     from bench.e2e import ort_peak_gflops
 
     tuned = {c: prepare(args.run.resolve(), work, c, args.trials) for c in args.configs}
@@ -102,7 +109,7 @@ def main() -> None:
     times = measured_json(cmd)
     report = {"trials": args.trials, "configs": tuned, **times, **stamp(THREADS, [peak_before, ort_peak_gflops()])}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"budget{args.trials}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (args.out / f"budget{args.trials}_{hardware_name(THREADS)}.json").write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({c: {"tuning_s": round(tuned[c]["tuning_s"]), "vs_ort": round(times["vs_ort"][c], 3),
                           "vs_ort_paired": round(times["vs_ort_paired"][c], 3)} for c in args.configs}, indent=1))
 

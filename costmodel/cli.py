@@ -29,6 +29,7 @@ def costmodel_collect(
         data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset folder (default: "
                                             "datasets/<cpu>-<cores>c, named after this machine)."),
         networks: Optional[str] = typer.Option(None, "--networks", help="Comma-separated zoo networks (default: all)."),
+        batches: Optional[str] = typer.Option(None, "--batches", help="Comma-separated batch sizes (default: 1,8)."),
         random: int = typer.Option(64, "--random", help="Random design-space samples per task."),
         evolutionary: int = typer.Option(128, "--evolutionary", help="Evolutionary-search programs per task."),
         max_tasks: Optional[int] = typer.Option(None, "--max-tasks", help="Stop after this many tasks."),
@@ -44,7 +45,15 @@ def costmodel_collect(
     from costmodel.collect import CollectConfig, collect
 
     names = tuple(n.strip() for n in networks.split(",")) if networks else tuple(zoo.NETWORKS)
-    _print(collect(CollectConfig(out=data, networks=names, random_per_task=random, evolutionary_per_task=evolutionary,
+    unknown = [n for n in names if n not in zoo.NETWORKS]
+    if unknown:
+        raise typer.BadParameter(f"unknown zoo network(s) {', '.join(unknown)}; choose from {', '.join(zoo.NETWORKS)}.")
+    try:
+        sizes = tuple(int(b) for b in batches.split(",")) if batches else zoo.BATCHES
+    except ValueError:
+        raise typer.BadParameter(f"--batches takes comma-separated integers, not {batches!r}.") from None
+    _print(collect(CollectConfig(out=data, networks=names, batches=sizes, random_per_task=random,
+                                 evolutionary_per_task=evolutionary,
                                  max_tasks=max_tasks, target=target, rpc=rpc, threads=threads)))
 
 

@@ -113,6 +113,17 @@ class ProgramDataset:
     def task(self, task_hash: str) -> TaskFile:
         return TaskFile(self.root, task_hash)
 
+    def fastest(self, task_hash: str, k: int = 4) -> list[dict]:
+        """The task's `k` fastest measured programs, fastest first; [] for a task this dataset does not hold."""
+        task = self.task(task_hash)
+        for _ in range(2):  # a running collector may pack the file between finding and reading it
+            try:
+                measured = [r for r in task.records() if mean_seconds(r) is not None] if task.exists() else []
+                return sorted(measured, key=mean_seconds)[:k]
+            except FileNotFoundError:
+                continue
+        return []
+
     def networks(self) -> dict:
         path = self.root / "networks.json"
         return json.loads(path.read_text()) if path.exists() else {}

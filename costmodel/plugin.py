@@ -3,7 +3,8 @@
 Cost models for the tuner: "xgb-pretrained" (TVM's XGBoost first trained on the dataset's training split, the fair
 baseline), "mamba" (the Mamba ranker, d=64 x 2 layers, pretrained on the dataset, fine-tuned online on the run's
 measurements) and "mamba-small" (d=32 x 1 layer, distilled from it). Pickers of default schedules: "xgb" (the
-shipped XGBoost picker) and "mamba" (the shipped ranker). Both learned pickers know this CPU only.
+shipped XGBoost picker) and "mamba" (the shipped ranker). Both learned pickers know this CPU only. Known programs:
+"dataset" (the shipped dataset's measured programs of the very task being tuned, where it has them).
 """
 
 from __future__ import annotations
@@ -66,3 +67,14 @@ def mamba_picker() -> object:
         console.print(f"[yellow]No Mamba weights in {WEIGHTS}: default schedules are random programs.[/]")
         return untrained_xgb()
     return mamba()
+
+
+def known() -> object:
+    """The shipped dataset's lookup of measured programs by task hash, fastest first (`ProgramDataset.fastest`):
+    a task the dataset holds starts from its fastest measured program instead of a predicted one. They were timed
+    on the dataset's machine (datasets/README.md); the tuner times its default again here, as a trial, so another
+    CPU ranks it by its own measurement. None when the checkout has no dataset."""
+    from costmodel.dataset import ProgramDataset
+    from costmodel.xgb_pretrain import DEFAULT_DATA
+
+    return ProgramDataset(DEFAULT_DATA).fastest if (DEFAULT_DATA / "networks.json").exists() else None

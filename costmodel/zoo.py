@@ -192,6 +192,30 @@ def _mnist_teacher():
     return mnist_cnn()
 
 
+def _trained_statistics(model: nn.Module) -> nn.Module:
+    """Batch norms given statistics and affine terms as a trained model has them (seeded). At their initial values
+    (mean 0, variance 1, scale 1, shift 0) folding them into the convolutions leaves no bias, so the tasks lack the
+    `add` that every trained model's convolutions fuse (`fused_conv2d_relu` against `fused_conv2d_add_relu`)."""
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            for t, lo, hi in ((m.running_mean, -0.5, 0.5), (m.running_var, 0.5, 2.0), (m.weight.data, 0.5, 1.5),
+                              (m.bias.data, -0.5, 0.5)):
+                t.copy_(torch.rand(t.shape, generator=g) * (hi - lo) + lo)
+    return model
+
+
+def _demo_teacher():
+    return _trained_statistics(_mnist_teacher()).eval()
+
+
+def _demo_student():
+    """The student `make demo` ships, task for task: the width student of a trained MNIST teacher."""
+    from kdcompile.student import prune_width
+
+    return prune_width(_demo_teacher(), torch.zeros(1, 1, 28, 28), 0.25)
+
+
 # name -> (factory, batch-1 input shape)
 NETWORKS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "resnet18": (lambda: ResNet(BasicBlock, [2, 2, 2, 2]), (1, 3, 112, 112)),
@@ -204,10 +228,14 @@ NETWORKS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "tcn": (TCN, (1, 128, 256)),
     "mnist_teacher": (_mnist_teacher, (1, 1, 28, 28)),
     "mnist_student": (_mnist_student, (1, 1, 28, 28)),
+    # the same two as trained (their convolutions carry a bias): the built-in example and the student distilled from it
+    "demo_teacher": (_demo_teacher, (1, 1, 28, 28)),
+    "demo_student": (_demo_student, (1, 1, 28, 28)),
 }
 BATCHES = (1, 8)
 # Also collected channels-last (`tvm_layer.lowering.Lowering(layout="NHWC")`, `kdcompile tune --layout nhwc`): the CNNs.
-CHANNELS_LAST = ("resnet18", "resnet50", "mobilenet_v2", "mnist_teacher", "mnist_student")
+CHANNELS_LAST = ("resnet18", "resnet50", "mobilenet_v2", "mnist_teacher", "mnist_student", "demo_teacher",
+                 "demo_student")
 # Held out of training, as TenSet and TLP hold out whole networks.
 TEST_NETWORKS = ("resnet50", "mobilenet_v2", "bert_base")
 # Training networks set aside for choices made while training (size, steps, learning rate, features): the

@@ -111,7 +111,8 @@ def bench(run_dir, cfg: BenchConfig = BenchConfig(), *, out: Path | None = None,
                                      "tvm_max_abs": tuned.get(m, {}).get("tvm_max_abs")} for m in held}},
         "latency_ms": latency,
         "fastest_backend": fastest,
-        "tuning": {m: {k: tuned[m].get(k) for k in ("tasks", "trials", "tuning_s", "layout", "layout_ms")}
+        "tuning": {m: {k: tuned[m].get(k) for k in ("tasks", "trials", "tuning_s", "layout", "layout_ms",
+                                                      "known_defaults")}
                    for m in held if m in tuned}
                   | ({"cost_model": tuned["config"]["cost_model"], "target": tuned["target"]} if tuned else {}),
         "timing_protocol": asdict(cfg.timing),

@@ -67,6 +67,11 @@ DefaultsOpt = typer.Option("mamba", "--defaults", help="How tasks that get no me
                            "best. mamba (the shipped Mamba ranker), xgb (TVM's XGBoost trained on the same "
                            "dataset) or random (a random program of the space). Zero-trial latency of each: "
                            "bench/results/costmodel/README.md.")
+KnownOpt = typer.Option("dataset", "--known", help="Where a task's default comes from when its exact workload was "
+                        "measured before: dataset (the shipped dataset's fastest program of that workload, timed "
+                        "again on this machine as the task's first trial; other tasks get --defaults' pick) or none "
+                        "(every default is picked). The built-in example's student is in the dataset's zoo, so every "
+                        "one of its tasks is known: bench/results/demo/README.md.")
 LayoutOpt = typer.Option("auto", "--layout", help="Activation layout of convolutions when tuning: nchw (as exported), "
                           "nhwc (channels-last; ReLU6 and other elementwise ops follow) or auto: build both with "
                           "default schedules, time them, tune the faster (a resumed run keeps its layout). Which is "
@@ -134,6 +139,7 @@ def _student(value):
 LossOpt.callback = _one_of(_losses, "loss")
 CostOpt.callback = _one_of(lambda: plugins.names(plugins.COST_MODELS), "cost model")
 DefaultsOpt.callback = _one_of(lambda: plugins.names(plugins.PICKERS), "default-schedule picker")
+KnownOpt.callback = _one_of(lambda: plugins.names(plugins.KNOWN), "source of known programs")
 LayoutOpt.callback = _one_of(lambda: ("auto", "nchw", "nhwc"), "layout")
 ModelsOpt.callback = _one_of(lambda: ("student", "teacher", "model"), "model")
 StudentOpt.callback = _student
@@ -288,7 +294,8 @@ def _shape(text: Optional[str]):
 def tune(ctx: typer.Context,
          run_dir: Path = typer.Argument(..., metavar="RUN_DIR|MODEL.onnx",
                                         help=_SOURCE_HELP.format(by="export", what="tuned")),
-         trials: int = TrialsOpt, cost_model: str = CostOpt, defaults: str = DefaultsOpt, layout: str = LayoutOpt,
+         trials: int = TrialsOpt, cost_model: str = CostOpt, defaults: str = DefaultsOpt, known: str = KnownOpt,
+         layout: str = LayoutOpt,
          population: Optional[int] = PopulationOpt, models: Optional[str] = ModelsOpt, threads: int = ThreadsOpt,
          out: Optional[Path] = OnnxOutOpt,
          input_shape: Optional[str] = OnnxShapeOpt, target: Optional[str] = TargetOpt, rpc: Optional[str] = RpcOpt,
@@ -323,7 +330,7 @@ def distill_and_tune(ctx: typer.Context, model: Path = typer.Argument(..., help=
                      augment_pixels: Optional[float] = AugmentOpt, min_kept: float = MinKeptOpt,
                      seq_len: Optional[int] = SeqLenOpt, on_policy: Optional[float] = OnPolicyOpt,
                      trials: int = TrialsOpt, cost_model: str = CostOpt, defaults: str = DefaultsOpt,
-                     layout: str = LayoutOpt, population: Optional[int] = PopulationOpt,
+                     known: str = KnownOpt, layout: str = LayoutOpt, population: Optional[int] = PopulationOpt,
                      models: Optional[str] = ModelsOpt, threads: int = ThreadsOpt,
                      target: Optional[str] = TargetOpt, rpc: Optional[str] = RpcOpt,
                      force: bool = ForceOpt, config: Optional[Path] = ConfigOpt) -> None:

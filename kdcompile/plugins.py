@@ -1,14 +1,18 @@
-"""The slots plug-ins fill, found by name: the tuner's cost models, the pickers of default schedules, and command
-groups of the CLI. kdcompile ships the trivial entries (TVM's XGBoost learning from scratch, and random: the
+"""The slots plug-ins fill, found by name: the tuner's cost models, the pickers of default schedules, the sources
+of known programs, and command groups of the CLI. kdcompile ships the trivial entries (TVM's XGBoost learning from scratch, and random: the
 controls); other packages register theirs through Python entry points, the convention pytest and others use, so
 kdcompile never imports them. costmodel/ registers the Mamba ranker and the pretrained XGBoost in pyproject.toml:
 
     [project.entry-points."kdcompile.cost_models"]   mamba = "costmodel.plugin:mamba"     # () -> cost model
     [project.entry-points."kdcompile.pickers"]       xgb = "costmodel.plugin:xgb_picker"  # () -> cost model
+    [project.entry-points."kdcompile.known"]         dataset = "costmodel.plugin:known"   # () -> lookup or None
     [project.entry-points."kdcompile.commands"]      costmodel = "costmodel.cli:app"      # a typer app
 
 A cost model is what MetaSchedule's `cost_model=` takes: one of its own names ("xgb", "random") or a PyCostModel
-(kdcompile.tvm_layer.cost_models adapts a trace ranker). A picker is a cost model with a `predict`.
+(kdcompile.tvm_layer.cost_models adapts a trace ranker). A picker is a cost model with a `predict`. A source of
+known programs is a lookup `(task_hash) -> [record, ...]`: measured programs of that exact workload, fastest first,
+each a dict with its trace JSON and run_secs (`tvm_layer.defaults.default_schedules` starts from the first that
+replays instead of picking one).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from kdcompile.errors import KdError
 
 COST_MODELS = "kdcompile.cost_models"
 PICKERS = "kdcompile.pickers"
+KNOWN = "kdcompile.known"
 COMMANDS = "kdcompile.commands"
 
 
@@ -33,6 +38,7 @@ BUILTIN: dict[str, dict[str, Callable[[], object]]] = {
     COST_MODELS: {"xgb": lambda: "xgb",  # TVM's XGBoost on per-store features, learning from this run: the baseline
                   "random": lambda: "random"},  # the control
     PICKERS: {"random": _untrained_xgb},  # an untrained model: a random program of the space, tiled and vectorized
+    KNOWN: {"none": lambda: None},  # every default schedule is picked
     COMMANDS: {},
 }
 
@@ -52,7 +58,8 @@ def load(group: str, name: str) -> Callable[[], object]:
         return BUILTIN[group][name]
     registered = _registered(group)
     if name not in registered:
-        what = {COST_MODELS: "cost model", PICKERS: "default-schedule picker", COMMANDS: "command group"}[group]
+        what = {COST_MODELS: "cost model", PICKERS: "default-schedule picker", KNOWN: "source of known programs",
+                COMMANDS: "command group"}[group]
         raise KdError(f"Unknown {what} '{name}': choose one of {', '.join(names(group))} (plug-ins register under "
                       f"the entry-point group {group}; reinstall kdcompile if one is missing).")
     return registered[name].load()

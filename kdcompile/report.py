@@ -97,7 +97,9 @@ def render_markdown(r: dict) -> str:
                 if chosen else ""
             lines.append(f"- {m}: {tu['tasks']} tasks, {tu['trials']} trials, {tu['tuning_s']:.0f} s of tuning "
                          f"({r['tuning'].get('cost_model', '?')} cost model), layout {tu.get('layout') or 'nchw'}"
-                         f"{why}.")
+                         f"{why}" + (f"; {tu['known_defaults']} tasks started from the dataset's fastest measured "
+                                     "program of the same workload (--known)" if tu.get("known_defaults") else "")
+                         + ".")
     return "\n".join(lines) + "\n"
 
 

@@ -31,6 +31,7 @@ LAYOUTS = {"nchw": None, "nhwc": "NHWC"}  # --layout -> tvm_layer.lowering.Lower
 AUTO = "auto"  # --layout auto: time each layout's zero-trial build, tune the faster (choose_layout)
 LAYOUT_ROUNDS = 7  # alternating timing rounds of that choice
 STATE = "state.json"  # in each model's tuning folder
+KNOWN = "known.json"  # in each model's defaults folder: the workload hashes whose default is a known program
 
 
 @dataclass
@@ -45,6 +46,9 @@ class TuneConfig:
     # how tasks without a measured trial get a schedule: a name in the picker slot. The Mamba ranker's picks
     # beat XGBoost's on 3 of 4 networks, 1.5x in the geometric mean (bench/results/costmodel/pickers.json)
     defaults: str = "mamba"
+    # where a task's default comes from when its exact workload was measured before: a name in the known-programs
+    # slot. "dataset": the shipped dataset's fastest program of that workload, timed again here as the first trial
+    known: str = "dataset"
     layout: str = AUTO  # convolutions' activation layout: "nchw" (as exported), "nhwc" or auto
     target: str | None = None  # a CPU target (tvm_layer.target.parse_target); None: this CPU by name
     rpc: str | None = None  # "tracker_host:port:key": time the candidates on the RPC servers under that key
@@ -63,6 +67,9 @@ def check_config(cfg: TuneConfig) -> None:
     if cfg.defaults not in plugins.names(plugins.PICKERS):
         raise KdError(f"Unknown default-schedule picker '{cfg.defaults}': choose one of "
                       f"{', '.join(plugins.names(plugins.PICKERS))}.")
+    if cfg.known not in plugins.names(plugins.KNOWN):
+        raise KdError(f"Unknown source of known programs '{cfg.known}': choose one of "
+                      f"{', '.join(plugins.names(plugins.KNOWN))}.")
     if cfg.layout not in (*LAYOUTS, AUTO):
         raise KdError(f"Unknown layout '{cfg.layout}': choose one of {', '.join((*LAYOUTS, AUTO))}.")
     if cfg.rpc:
@@ -77,15 +84,23 @@ def check_config(cfg: TuneConfig) -> None:
 class _Picker:
     """The default-schedule picker, built on first need (loading or training it takes seconds to a minute)."""
 
-    def __init__(self, name: str, target_kind: str):
+    def __init__(self, name: str, target_kind: str, known: str = "none"):
         # both learned pickers know this CPU only: other targets get random programs
         self.name = name if target_kind == "llvm" else "random"
+        self.known_name = known
         self.model = None
+        self._known = ()
 
     def get(self):
         if self.model is None:
             self.model = plugins.make(plugins.PICKERS, self.name)
         return self.model
+
+    def known(self):
+        """The lookup of known programs (task hash -> measured records), or None."""
+        if self._known == ():
+            self._known = plugins.make(plugins.KNOWN, self.known_name)
+        return self._known
 
 
 def tune(run_dir, cfg: TuneConfig = TuneConfig(), *, out: Path | None = None,
@@ -119,7 +134,7 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig(), *, out: Path | None = None,
     for name in run.models():  # what an earlier run tuned stays, for models not tuned now
         if name in previous:
             result[name] = previous[name]
-    picker = _Picker(cfg.defaults, target.kind.name)
+    picker = _Picker(cfg.defaults, target.kind.name, cfg.known)
     for name in names:
         onnx_path = run.require(run.onnx(name), "export")
         work_dir = run.tune_dir(name)
@@ -173,6 +188,7 @@ def tune(run_dir, cfg: TuneConfig = TuneConfig(), *, out: Path | None = None,
                         "tuning_s": tuning_s, "dropped_this_run": sum(dropped), "tvm_max_abs": err,
                         "tolerance": cfg.tolerance,
                         "default_schedules": n_defaults, "layout": layout, "layout_ms": layout_ms,
+                        "known_defaults": known_defaults(mod, target, defaults_dir),
                         "onnx_sha256": file_sha256(onnx_path), "lib_sha256": file_sha256(lib),
                         "curve_ms": [None if v is None else v * 1e3 for v in curve]}
         console.print(f"{name}: {n_tasks} tasks, {layout}, {result[name]['trials']} trials "
@@ -212,10 +228,24 @@ def _defaults(mod, target, tuned_dir: Path | None, out_dir: Path, cfg: TuneConfi
         return 0
     with progress() as bar:
         job = bar.add_task("default schedules", total=len(missing), info="")
+        from_known: list[str] = []
         defaults.default_schedules(mod, target, out_dir, picker.get(), tuned_dir=tuned_dir, seed=cfg.seed,
                                    population=defaults.population_for(picker.name),
-                                   on_task=lambda t: bar.update(job, advance=1, info=t))
+                                   on_task=lambda t: bar.update(job, advance=1, info=t), known=picker.known(),
+                                   from_known=from_known)
+    if from_known:  # which defaults were measured programs, for tune.json (`known_defaults`)
+        known = out_dir / KNOWN
+        write_json(known, sorted(set(from_known) | set(json.loads(known.read_text()) if known.exists() else [])))
     return len(missing)
+
+
+def known_defaults(mod, target, defaults_dir: Path) -> int:
+    """How many of `mod`'s tasks have a known program as their default (`_defaults`)."""
+    from kdcompile.tvm_layer import defaults, lowering
+
+    path = defaults_dir / KNOWN
+    hashes = set(json.loads(path.read_text())) if path.exists() else set()
+    return sum(defaults.workload_hash(t.dispatched[0]) in hashes for t in lowering.extract_tasks(mod, target))
 
 
 def choose_layout(imported, spec: InputSpec, target, defaults_dir: Path, cfg: TuneConfig,

@@ -1,5 +1,6 @@
 """The dataset format (no TVM) and its contact points with MetaSchedule (real tuning runs of a tiny matmul)."""
 
+import gzip
 import json
 import os
 import signal
@@ -342,3 +343,21 @@ def test_the_validation_split_shares_no_task_with_training_or_the_test_networks(
     train, val, held_out = (set(tasks_of(s)) for s in (splits["train"], splits["validation"], test))
     assert val and train and not (val & train) and not ((val | train) & held_out)
     assert {ds.networks()[k]["network"] for k in splits["validation"]} == {"resnet18", "bert_small"}
+
+
+def _task_file(root, task_hash, rows, packed):
+    lines = [json.dumps({"task_hash": task_hash})] + [json.dumps(r) for r in rows]
+    path = root / "tasks" / (f"{task_hash}.jsonl.gz" if packed else f"{task_hash}.jsonl")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (gzip.open if packed else open)(path, "wt").write("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_the_dataset_lists_a_tasks_measured_programs_fastest_first(tmp_path, packed):
+    rows = [{"trace": ["slow"], "run_secs": [3e-3, 3e-3]}, {"trace": ["failed"], "run_secs": None, "error": "x"},
+            {"trace": ["fast"], "run_secs": [1e-3, 2e-3]}, {"trace": ["mid"], "run_secs": [2e-3]}]
+    _task_file(tmp_path, "123", rows, packed)
+    data = ProgramDataset(tmp_path)
+    assert [r["trace"] for r in data.fastest("123")] == [["fast"], ["mid"], ["slow"]]  # the failure is left out
+    assert [r["trace"] for r in data.fastest("123", k=1)] == [["fast"]]
+    assert data.fastest("456") == []  # a task the dataset does not hold

@@ -140,6 +140,65 @@ def test_every_task_gets_a_default_schedule_without_any_measurement(tmp_path, pi
         np.testing.assert_allclose(CompiledModel(lib)(x.numpy()), expected, atol=1e-4)
 
 
+class NeverAsked:
+    """A picker that fails the test if any default is predicted rather than taken from the known programs
+    (`kdcompile tune --known dataset`: a task whose exact workload was measured starts from the fastest)."""
+
+    def predict(self, *_):
+        raise AssertionError("a task with known programs was given a predicted default")
+
+
+def test_a_task_with_known_programs_gets_the_fastest_that_replays_and_others_are_picked(tmp_path):
+    from tvm.s_tir import meta_schedule as ms
+
+    from kdcompile.export import INPUT_NAME, to_onnx
+    from kdcompile.tvm_layer.cost_models import untrained_xgb
+    from kdcompile.tvm_layer.defaults import default_schedules, workload_hash
+    from kdcompile.tvm_layer.lowering import extract_tasks, import_onnx, lower
+    from kdcompile.tvm_layer.plain import trace_json
+    from kdcompile.tvm_layer.target import host_target
+
+    torch.manual_seed(0)
+    to_onnx(Tiny().eval(), torch.randn(1, 3, 16, 16), tmp_path / "tiny.onnx", 18)
+    target = host_target(2)
+    mod = lower(import_onnx(tmp_path / "tiny.onnx", INPUT_NAME, (1, 3, 16, 16)), target)
+    tasks = extract_tasks(mod, target)
+    assert len(tasks) >= 3
+    # programs to know: a random pick of each task's space (what an untrained picker gives)
+    default_schedules(mod, target, tmp_path / "picked", untrained_xgb(), population=16)
+    picked = ms.database.JSONDatabase(work_dir=str(tmp_path / "picked"))
+
+    def program(task):
+        return trace_json(picked.get_top_k(picked.commit_workload(task.dispatched[0]), 1)[0].trace)
+
+    hashes = {workload_hash(t.dispatched[0]): t for t in tasks}
+    other = program(tasks[1])  # another task's program: it does not replay on the first task
+    known = {workload_hash(tasks[0].dispatched[0]): [{"trace": other, "run_secs": [1e-6]},
+                                                     {"trace": program(tasks[0]), "run_secs": [1e-3]}]}
+    known |= {h: [{"trace": program(t), "run_secs": [1e-3]}] for h, t in hashes.items() if t is not tasks[0]}
+    asked = []
+
+    def lookup(task_hash):
+        asked.append(task_hash)
+        return known.get(task_hash, [])
+
+    from_known: list[str] = []
+    made = default_schedules(mod, target, tmp_path / "known", NeverAsked(), known=lookup, from_known=from_known)
+    assert made == len(tasks) and sorted(from_known) == sorted(hashes) == sorted(asked)
+    db = ms.database.JSONDatabase(work_dir=str(tmp_path / "known"))
+    for t in tasks:  # each task's default is exactly the known program that replays (tasks[0]: its own, not `other`)
+        top = db.get_top_k(db.commit_workload(t.dispatched[0]), 1)
+        assert trace_json(top[0].trace) == program(t)
+
+    # a task the lookup does not know is picked as before
+    del known[workload_hash(tasks[2].dispatched[0])]
+    from_known.clear()
+    made = default_schedules(mod, target, tmp_path / "some", untrained_xgb(), population=16, known=lookup,
+                             from_known=from_known)
+    assert made == len(tasks) and workload_hash(tasks[2].dispatched[0]) not in from_known
+    assert len(from_known) == len(tasks) - 1
+
+
 class InvertedResidual(torch.nn.Module):
     """MobileNet-V2's block: 1x1 expand, 3x3 depthwise, 1x1 project, batch norms, ReLU6, residual."""
 
