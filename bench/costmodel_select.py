@@ -38,6 +38,11 @@ CANDIDATES = {
     "tokens_800": TrainConfig(model=model(False), steps=800, validate_every=200),
     "stores_800": TrainConfig(model=model(True), steps=800, validate_every=200),
     "stores_1600": TrainConfig(model=model(True), steps=1600, validate_every=200),
+    # tokens alone at the winning budget: featurising was 358 of the joined ranker's 493 s inside a 500-trial
+    # MobileNet-V2 run, and MetaSchedule's per-store extraction is most of it (one-off timing, 2026-12-03, cores
+    # shared: 4.0 ms a program against 0.36 ms for trace conversion and tokens), so a tokens-only ranker that
+    # ranks nearly as well would be the cheaper cost model. Not run yet.
+    "tokens_1600": TrainConfig(model=model(False), steps=1600, validate_every=200),
     # plus a squared error of sigmoid(score) to normalised throughput, XGBoost's target: the pooled top-1 is
     # carried by heavy tasks, where a ranker that only orders within a task has no sense of how much faster
     "stores_800_reg": TrainConfig(model=model(True), steps=800, validate_every=200, regression_weight=1.0),
