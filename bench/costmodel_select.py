@@ -39,10 +39,9 @@ CANDIDATES = {
     "stores_800": TrainConfig(model=model(True), steps=800, validate_every=200),
     "stores_1600": TrainConfig(model=model(True), steps=1600, validate_every=200),
     # tokens alone at the winning budget: featurising was 358 of the joined ranker's 493 s inside a 500-trial
-    # MobileNet-V2 run, and MetaSchedule's per-store extraction is most of it (one-off timing, 2026-12-03, cores
-    # shared: 4.0 ms a program against 0.36 ms for trace conversion and tokens), so a tokens-only ranker that
-    # ranks nearly as well would be the cheaper cost model. On 2026-12-03's data it did not
-    # (validation top-1 0.347 against XGBoost's 0.533: bench/results/costmodel/selection_2026-12-03.json)
+    # MobileNet-V2 run (runs/cpu-rocketlake-2c/), and a tokens-only ranker skips MetaSchedule's per-store
+    # extraction, so if it ranked nearly as well it would be the cheaper cost model. On 2026-12-03's data it did
+    # not (validation top-1 0.347 against XGBoost's 0.533: bench/results/costmodel/selection_2026-12-03.json)
     "tokens_1600": TrainConfig(model=model(False), steps=1600, validate_every=200),
     # plus a squared error of sigmoid(score) to normalised throughput, XGBoost's target: the pooled top-1 is
     # carried by heavy tasks, where a ranker that only orders within a task has no sense of how much faster
