@@ -29,7 +29,7 @@ from kdcompile.measured import is_measured
 # An online round is `steps_per_update` LambdaRank steps of UPDATE_BATCH programs sampled from all measured so far.
 # A step of 256 programs took 2.8 s in a one-off timing here (the scan keeps every state for its backward pass), so
 # the first version's 10 x 256 rounds were costly; 5 x 128 took 13 s in all over a 500-trial MobileNet-V2 run
-# (bench/results/costmodel/tuning_cpu-rocketlake-2c.json). The first version's update time was not measured apart.
+# (bench/results/costmodel/tuning_cpu-rocketlake-2c_clamped.json). The first version's update time was not measured apart.
 UPDATE_BATCH = 128
 CACHE_LIMIT = 50_000  # cached programs (tokens and store rows: ~10 KB each); the cache restarts when full
 SCORE_BATCH = 128  # programs per forward pass when scoring, sorted by length so that little is padding

@@ -10,7 +10,7 @@ import torch
 from costmodel.mamba import MambaConfig, MambaRanker, model_inputs
 from costmodel.online import MambaScorer
 from costmodel.tokenize import tokenize
-from kdcompile.tvm_layer.cost_models import TimedCostModel, TraceRankerCostModel
+from kdcompile.tvm_layer.cost_models import MAX_LOG_STRENGTH, TimedCostModel, TraceRankerCostModel, strengths
 from kdcompile.tvm_layer.lowering import extract_tasks, import_onnx, lower
 from kdcompile.tvm_layer.plain import TraceJSON, plain_json, trace_json
 from kdcompile.measured import measured_in
@@ -18,10 +18,23 @@ from kdcompile.tvm_layer.records import load_database, trial_log, tuning_curve
 from kdcompile.tvm_layer.search import tune
 from kdcompile.tvm_layer.target import host_target
 
-pytestmark = pytest.mark.slow
+
+
+def test_ranker_scores_reach_the_search_positive_in_the_same_order():
+    # MetaSchedule clamps every prediction at 0 (evolutionary_search.cc, PredictNormalizedScore); raw ranker scores
+    # of one task can all be negative, which the clamp would tie
+    raw = np.array([-9.4, -3.5, -0.77, -3.49, -12.0], dtype=np.float32)
+    assert (np.maximum(raw, 0) == 0).all()
+    got = np.maximum(strengths(raw), 0)  # what the search keeps
+    assert (got > 0).all() and list(np.argsort(got)) == list(np.argsort(raw))
+    assert got[2] / got[0] == pytest.approx(np.exp(raw[2] - raw[0]), rel=1e-5)  # odds, as the rank loss models
+    far = strengths(np.array([-1e6, 1e6]))
+    assert np.isfinite(far).all() and far[0] > 0 and far[1] == pytest.approx(np.exp(MAX_LOG_STRENGTH))
+
 
 
 @pytest.mark.parametrize("store_features", [0, 164])
+@pytest.mark.slow
 def test_mamba_cost_model_tunes_a_matmul_and_round_trips(tmp_path, store_features):
     from kdcompile.export import INPUT_NAME, to_onnx
 

@@ -105,7 +105,21 @@ class TraceRankerCostModel(ms.cost_model.PyCostModel):
         self.scorer.update(str(context.task_name), *self._keyed(context, candidates), seconds)
 
     def predict(self, context, candidates) -> np.ndarray:
-        return self.scorer.predict(*self._keyed(context, candidates)).astype("float64")
+        return strengths(self.scorer.predict(*self._keyed(context, candidates)))
+
+
+MAX_LOG_STRENGTH = 80.0  # exp(+-80) stays finite and non-zero in float64, whatever a drifting ranker scores
+
+
+def strengths(scores: np.ndarray) -> np.ndarray:
+    """A ranker's scores as MetaSchedule's evolutionary search reads a prediction: it clamps each at 0 (it expects a
+    normalised throughput, as XGBoost predicts), keeps the highest and samples parents in proportion to them. A
+    LambdaRank score is a log-odds, most often negative: with the shipped ranker every sampled program of some
+    MobileNet-V2 convolutions scores below 0, so clamped they all tie at 0 and the search runs blind on those tasks
+    (found 2026-12-03; every earlier Mamba tuning and picker figure ran that way). exp(score) keeps the order, is
+    positive, and is the Bradley-Terry strength the rank loss models: P(i beats j) = e^si / (e^si + e^sj), so parents
+    are drawn by their odds of being the best."""
+    return np.exp(np.clip(np.asarray(scores, dtype="float64"), -MAX_LOG_STRENGTH, MAX_LOG_STRENGTH))
 
 
 @derived_object
