@@ -16,7 +16,7 @@ from costmodel.splits import split_by_network, tasks_of
 from costmodel.tokenize import tokenize
 from kdcompile.tvm_layer.lowering import Lowering, import_onnx, lower
 from kdcompile.tvm_layer.plain import plain_json
-from kdcompile.tvm_layer.programs import measure_programs, network_tasks, per_store_features
+from kdcompile.tvm_layer.programs import featurise_stages, measure_programs, network_tasks, per_store_features
 from kdcompile.tvm_layer.records import count_records
 from kdcompile.tvm_layer.search import tune
 from kdcompile.tvm_layer.target import host_target, target_dict
@@ -113,6 +113,12 @@ def test_offline_features_equal_tuning_features_and_json_database_round_trip(mat
     offline = per_store_features(workload, target_dict(target), [r["trace"] for r in rows])
     for r, f in zip(rows, offline):
         assert np.array_equal(r["features"], f)
+    # bench.costmodel_featurise times the same extraction and conversion it returns
+    steps, converted, timed_rows = featurise_stages(workload, target_dict(target), [r["trace"] for r in rows], {},
+                                                    repeats=1)
+    assert all(np.array_equal(a, b) for a, b in zip(timed_rows, offline)) and len(timed_rows) == 8
+    assert [tokenize(t)[0].tolist() for t in converted] == [tokenize(r["trace"])[0].tolist() for r in rows]
+    assert {"per_store", "per_store_1thread", "convert_cold", "trace_key"} <= set(steps)
 
     # Our format -> MetaSchedule JSONDatabase (read back by MetaSchedule itself) -> our format again.
     ds = ProgramDataset(tmp_path / "ds")

@@ -222,6 +222,56 @@ def time_predict(workload_json: list, target_json: dict, traces: list[list], cos
     return out
 
 
+def featurise_stages(workload_json: list, target_json: dict, traces: list[list], models: dict,
+                     repeats: int = 3) -> tuple[dict[str, float], list, list[np.ndarray]]:
+    """Median seconds of each TVM-side step a cost model takes on these programs inside the tuner (scheduled
+    candidates, the tuner's threads), for bench.costmodel_featurise: the trace's JSON array (`trace_raw`), its key
+    (`trace_key`), its conversion to Python with a cold instruction cache (`convert_cold`) and a warm one
+    (`convert_warm`), MetaSchedule's per-store feature extraction with the tuner's threads (`per_store`) and one
+    thread (`per_store_1thread`), an XGBoost booster's prediction from ready rows (`xgb_booster`), and each of
+    `models`' whole `predict` (`predict:<name>`, cold as in time_predict). Returns them, the converted traces and the
+    per-store rows (for the TVM-free steps the bench times itself)."""
+    import time
+
+    from kdcompile.tvm_layer.plain import TraceJSON
+
+    mod, target, args, schedules = schedules_from_traces(workload_json, target_json, traces)
+    candidates = [ms.MeasureCandidate(sch, a) for sch, a in zip(schedules, args)]
+    ctx = ms.TuneContext(mod=mod, target=target, num_threads=target_cores(target))
+    one = ms.TuneContext(mod=mod, target=target, num_threads=1)
+    extractor = ms.feature_extractor.PerStoreFeature()
+    raws = [TraceJSON.raw(c.sch.trace) for c in candidates]
+    warm = TraceJSON()
+    converted = [warm(r) for r in raws]
+    rows = [f.numpy() for f in extractor.extract_from(ctx, candidates)]
+    steps: dict[str, Callable] = {
+        "trace_raw": lambda: [TraceJSON.raw(c.sch.trace) for c in candidates],
+        "trace_key": lambda: [TraceJSON.key(r) for r in raws],
+        "convert_cold": lambda: [converter(r) for converter in [TraceJSON()] for r in raws],
+        "convert_warm": lambda: [warm(r) for r in raws],
+        "per_store": lambda: [f.numpy() for f in extractor.extract_from(ctx, candidates)],
+        "per_store_1thread": lambda: [f.numpy() for f in extractor.extract_from(one, candidates)],
+    }
+    for name, model in models.items():
+        if hasattr(model, "_predict"):  # TVM's XGBModel: its booster alone, from rows already extracted
+            steps["xgb_booster"] = lambda model=model: model._predict(xs=[r.astype("float32") for r in rows])
+
+        def predict(model=model):
+            if hasattr(model, "clear_cache"):
+                model.clear_cache()
+            model.predict(ctx, candidates)
+        steps[f"predict:{name}"] = predict
+    out = {}
+    for name, step in steps.items():
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+        out[name] = float(np.median(times))
+    return out, converted, rows
+
+
 def remeasure(workload_json: list, target_json: dict, traces: list[list], repeats: int = 5,
               min_repeat_ms: int = 15, rpc: str | None = None, errors: list | None = None,
               seconds: dict | None = None, workers: tuple | None = None) -> list[list[float] | None]:
