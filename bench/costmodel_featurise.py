@@ -26,7 +26,6 @@ import json
 import time
 from pathlib import Path
 
-
 from bench.common import stamp
 
 ROOT = Path(__file__).resolve().parent.parent
