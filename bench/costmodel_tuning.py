@@ -23,7 +23,8 @@ computed), and is read back, not redone; an unfinished run starts again from not
 state cannot be resumed. <machine> is the dataset's name for this CPU (e.g. cpu-znver4-2c): the VM is not always
 the same CPU, and a seed measured on one must not be averaged with seeds of another. Seeds are outermost, so a
 stopped benchmark has every network and model at the same seeds. The machine's matmul reference (onnxruntime,
-1024^3) is measured before and after each run. Writes tuning_<machine>.json and .png to bench/results/costmodel/.
+1024^3) is measured before and after each run. Writes tuning_<machine>.json and .png to bench/results/costmodel/;
+`--networks` rewrites only those networks' results there, and each network records the seeds it averages.
 """
 
 from __future__ import annotations
@@ -236,8 +237,9 @@ def plot(summary: dict, ax, title: str) -> None:
     ax.grid(alpha=0.3)
 
 
-def title(setup: dict, network: str) -> str:
-    return (f"{network}: {len(setup['seeds'])} seeds, population {setup['population']}, "
+def title(setup: dict, network: str, seeds: list | None = None) -> str:
+    seeds = seeds if seeds is not None else setup["seeds"]
+    return (f"{network}: seeds {', '.join(map(str, seeds))}, population {setup['population']}, "
             f"{setup['trials']} trials")
 
 
@@ -251,7 +253,7 @@ def plot_all(report: dict, out: Path, name: str = "tuning") -> None:
     nets = report["networks"]
     fig, axes = plt.subplots(1, len(nets), figsize=(7 * len(nets), 4.5), squeeze=False)
     for ax, (net, summary) in zip(axes[0], nets.items()):
-        plot(summary, ax, title(report["setup"], net))
+        plot(summary, ax, title(report["setup"], net, summary.get("seeds")))
     fig.tight_layout()
     fig.savefig(out / f"{name}.png", dpi=110)
 
@@ -294,23 +296,26 @@ def main() -> None:
                          / f"seed{seed}")
                 runs[net].append(run(mod, target, work.parent / where, args.out / "runs" / machine / f"{where}.json",
                                      model, seed, args.trials, args.population))
-    nets = {}
+    # a run of some networks keeps the others' results in the file: each network records the seeds it averages
+    path = args.out / f"{name}.json"
+    earlier = json.loads(path.read_text()) if path.exists() else {"networks": {}}
+    nets = {k: {"seeds": earlier.get("seeds")} | v for k, v in earlier["networks"].items()}
     for net, r in runs.items():
         summary = summarise(common_curves(r))
-        nets[f"{net}@b{args.batch}"] = {**summary, "tasks": len(r[0]["weights"]),
+        nets[f"{net}@b{args.batch}"] = {"seeds": args.seeds, **summary, "tasks": len(r[0]["weights"]),
                                         **roof(net, args.batch, summary)}
     setup = {"machine": machine, "trials": args.trials, "population": args.population, "seeds": args.seeds, "models": args.models,
              "threads": THREADS, "date": time.strftime("%Y-%m-%d")}
-    cm_share = [r["costmodel_seconds"] / r["tuning_seconds"] for rs in runs.values() for r in rs
-                if r["model"] == "mamba"]
-    report = {"xgb_budget": args.trials, "seeds": args.seeds, "networks": nets,
+    cm_share = [n["costmodel_time_share"]["mamba"] for n in nets.values() if "mamba" in n.get("costmodel_time_share", {})]
+    seeds = sorted({s for n in nets.values() for s in n["seeds"] or []})
+    report = {"xgb_budget": args.trials, "seeds": seeds, "networks": nets,
               **{k: geomean([n.get(k) for n in nets.values()]) for k in (
                   "trials_ratio_vs_xgb", "trials_ratio_vs_xgb_pretrained", "time_ratio_vs_xgb",
                   "time_ratio_vs_xgb_pretrained", "final_latency_ratio_vs_xgb")},
               "costmodel_time_share": float(np.mean(cm_share)) if cm_share else None,
               "setup": setup}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+    path.write_text(json.dumps(report, indent=1) + "\n")
     plot_all(report, args.out, name)
     print(json.dumps({k: v for k, v in report.items() if k != "networks"}, indent=1))
     for net, n in nets.items():
